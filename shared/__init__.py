@@ -1,0 +1,1 @@
+"""Code shared by the microblog services: events, codec, ids, settings, auth, adapters."""
