@@ -63,12 +63,18 @@ def kafka_libs() -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     subprocess.run(
         [
-            "mvn", "-q", "-B", "-f", str(REPO_ROOT / "infra" / "pom.xml"),
-            "dependency:copy-dependencies", "-DincludeScope=runtime",
-            f"-Dkafka.version={KAFKA_VERSION}", f"-DoutputDirectory={tmp}",
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(REPO_ROOT / "infra" / "pom.xml"),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-Dkafka.version={KAFKA_VERSION}",
+            f"-DoutputDirectory={tmp}",
         ],
         check=True,
-    )  # fmt: skip
+    )
     shutil.rmtree(libs, ignore_errors=True)
     tmp.rename(libs)
     return libs
@@ -134,16 +140,40 @@ class Kafka:
             log(f"formatting Kafka log directory {data}")
             fmt_log = open(self.state / "format.log", "ab")  # noqa: SIM115
             subprocess.run(
-                [java, "-cp", classpath, "kafka.tools.StorageTool", "format",
-                 "-t", str(uuid.uuid4()).replace("-", "")[:22], "-c", str(props)],
-                check=True, stdout=fmt_log, stderr=subprocess.STDOUT, env=env,
-            )  # fmt: skip
+                [
+                    java,
+                    "-cp",
+                    classpath,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    str(uuid.uuid4()).replace("-", "")[:22],
+                    "-c",
+                    str(props),
+                ],
+                check=True,
+                stdout=fmt_log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
         log_file = open(self.state / "kafka.log", "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
-            [java, "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-cp", classpath,
-             "-Dslf4j.internal.verbosity=WARN", "kafka.Kafka", str(props)],
-            stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )  # fmt: skip
+            [
+                java,
+                "-Xms256m",
+                "-Xmx512m",
+                "-XX:+UseG1GC",
+                "-cp",
+                classpath,
+                "-Dslf4j.internal.verbosity=WARN",
+                "kafka.Kafka",
+                str(props),
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         wait_port("127.0.0.1", self.port, timeout, self.proc)
         log(f"Kafka listening on {self.bootstrap} (log: {self.state / 'kafka.log'})")
 
@@ -228,11 +258,25 @@ class Postgres:
             if _runs_as_root():
                 subprocess.run(["chown", "postgres:postgres", str(pwfile)], check=True)
             subprocess.run(
-                _as_pg_user([str(bindir / "initdb"), "-D", str(data), "-U", self.user,
-                             "--pwfile", str(pwfile), "-A", "scram-sha-256", "-E", "UTF8",
-                             "--no-locale"]),
-                check=True, stdout=subprocess.DEVNULL,
-            )  # fmt: skip
+                _as_pg_user(
+                    [
+                        str(bindir / "initdb"),
+                        "-D",
+                        str(data),
+                        "-U",
+                        self.user,
+                        "--pwfile",
+                        str(pwfile),
+                        "-A",
+                        "scram-sha-256",
+                        "-E",
+                        "UTF8",
+                        "--no-locale",
+                    ]
+                ),
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
             pwfile.unlink()
             with open(data / "postgresql.conf", "a") as conf:
                 conf.write(
@@ -249,11 +293,24 @@ class Postgres:
                     "max_wal_size = 2GB\n"
                 )
         subprocess.run(
-            _as_pg_user([str(bindir / "pg_ctl"), "-D", str(data), "-o", f"-p {self.port}",
-                         "-l", str(data.parent / "postgres.log"), "-w", "-t", str(int(timeout)),
-                         "start"]),
-            check=True, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+            _as_pg_user(
+                [
+                    str(bindir / "pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-o",
+                    f"-p {self.port}",
+                    "-l",
+                    str(data.parent / "postgres.log"),
+                    "-w",
+                    "-t",
+                    str(int(timeout)),
+                    "start",
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         wait_port("127.0.0.1", self.port, timeout, None)
         self._ensure_database()
         log(f"PostgreSQL listening on 127.0.0.1:{self.port} (data: {data})")
@@ -263,14 +320,24 @@ class Postgres:
         psql = str(pg_bin_dir() / "psql") if (pg_bin_dir() / "psql").exists() else "psql"
         base = [psql, "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-tA"]
         out = subprocess.run(
-            [*base, "-d", "postgres", "-c",
-             f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"],
-            check=True, capture_output=True, env=env, text=True,
-        ).stdout  # fmt: skip
+            [
+                *base,
+                "-d",
+                "postgres",
+                "-c",
+                f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'",
+            ],
+            check=True,
+            capture_output=True,
+            env=env,
+            text=True,
+        ).stdout
         if out.strip() != "1":
             subprocess.run(
                 [*base, "-d", "postgres", "-c", f'CREATE DATABASE "{self.database}"'],
-                check=True, stdout=subprocess.DEVNULL, env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                env=env,
             )
 
     def stop(self) -> None:
@@ -278,7 +345,10 @@ class Postgres:
         if data is None:
             return
         subprocess.run(
-            _as_pg_user([str(pg_bin_dir() / "pg_ctl"), "-D", str(data), "-m", "fast", "-w",
-                         "stop"]),
-            check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            _as_pg_user(
+                [str(pg_bin_dir() / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]
+            ),
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )

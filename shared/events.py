@@ -28,6 +28,8 @@ Id = Annotated[int, Meta(ge=1, le=(1 << 63) - 1)]
 Username = Annotated[str, Meta(min_length=1, max_length=30, pattern=r"^[A-Za-z0-9_]+$")]
 DisplayName = Annotated[str, Meta(max_length=60)]
 PostText = Annotated[str, Meta(min_length=1, max_length=500)]
+# Times are always timezone-aware UTC on the log.
+Timestamp = Annotated[datetime, Meta(tz=True, extra_json_schema={"format": "date-time"})]
 
 
 class Payload(Struct, frozen=True, kw_only=True):
@@ -71,7 +73,7 @@ class Event(Struct, frozen=True, kw_only=True, tag_field="type"):
     id: uuid.UUID
     source: str = SOURCE
     specversion: str = SPEC_VERSION
-    time: datetime
+    time: Timestamp
     subject: str
     dataschema: str = ""
     datacontenttype: str = DATA_CONTENT_TYPE

@@ -65,7 +65,9 @@ def problem_response(err: ApiError, headers: dict[str, str] | None = None) -> we
     )
 
 
-def json_response(obj: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    obj: object, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         body=_encoder.encode(obj), status=status, content_type="application/json", headers=headers
     )
@@ -107,7 +109,8 @@ async def read_body(request: web.Request, model: type[T]) -> T:
 
 def parse_id(value: str, field: str) -> int:
     """Path and query ids: decimal, positive, 63-bit. Anything else is 404-worthy for paths."""
-    if not value.isdigit() or len(value) > 19:
+    # isascii: str.isdigit() also accepts digits such as "²" that int() rejects.
+    if not (value.isascii() and value.isdigit()) or len(value) > 19:
         raise ApiError(422, "invalid_id", f"{field} must be a positive integer id", field)
     n = int(value)
     if not 0 < n < (1 << 63):
@@ -152,6 +155,4 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 def setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -48,7 +48,9 @@ class SnowflakeGenerator:
             else:
                 self._seq = 0
             self._last_ms = now
-            return (now << (WORKER_BITS + SEQUENCE_BITS)) | (self._worker << SEQUENCE_BITS) | self._seq
+            return (
+                (now << (WORKER_BITS + SEQUENCE_BITS)) | (self._worker << SEQUENCE_BITS) | self._seq
+            )
 
 
 def snowflake_time(snowflake: int) -> datetime:
@@ -62,13 +64,30 @@ def snowflake_floor(ts: datetime) -> int:
     return (int(ts.timestamp() * 1000) - EPOCH_MS) << (WORKER_BITS + SEQUENCE_BITS)
 
 
+_uuid7_lock = threading.Lock()
+_uuid7_last = [0, 0]  # last millisecond, counter within it
+
+
 def uuid7(now_ms: int | None = None) -> uuid.UUID:
-    """A UUIDv7: 48 bits of Unix milliseconds, then random bits; sorts by time."""
+    """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, a 12-bit counter, 62 random bits.
+
+    The counter (the RFC's "method 1") makes ids from one process strictly increasing even
+    within a millisecond. Follow/block registers are last-writer-wins on this id, so a block
+    issued right after a follow must compare greater.
+    """
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    rand = int.from_bytes(os.urandom(10), "big")
+    with _uuid7_lock:
+        last_ms, counter = _uuid7_last
+        if ms <= last_ms:
+            ms, counter = last_ms, counter + 1
+            if counter > 0xFFF:
+                ms, counter = last_ms + 1, 0
+        else:
+            counter = 0
+        _uuid7_last[:] = [ms, counter]
     value = (ms & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76  # version
-    value |= (rand >> 68) << 64 & (0xFFF << 64)  # 12 random bits (rand_a)
+    value |= counter << 64
     value |= 0b10 << 62  # variant
-    value |= rand & ((1 << 62) - 1)  # 62 random bits (rand_b)
+    value |= int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
     return uuid.UUID(int=value)

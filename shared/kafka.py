@@ -7,6 +7,7 @@ wait until the projector has passed it (read-your-writes, DESIGN.md §5).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from typing import Final
 
@@ -63,15 +64,16 @@ async def ensure_topics(settings: Settings, timeout_s: float = 60.0) -> None:
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(settings.topic, settings.topic_partitions, 1, EVENTS_TOPIC_CONFIG),
-            NewTopic(settings.dead_letter_topic, 1, 1, EVENTS_TOPIC_CONFIG),
+            NewTopic(
+                settings.topic, settings.topic_partitions, 1, topic_configs=EVENTS_TOPIC_CONFIG
+            ),
+            NewTopic(settings.dead_letter_topic, 1, 1, topic_configs=EVENTS_TOPIC_CONFIG),
         ]
         missing = [t for t in wanted if t.name not in existing]
         if missing:
-            try:
+            # Another process may create them between our list and create.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another process created it between our list and create
     finally:
         await admin.close()
 

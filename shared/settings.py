@@ -37,6 +37,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     command_port: int
     query_host: str
     query_port: int
+    projector_host: str
+    projector_port: int
     token_secret: str
     token_ttl_s: int
     consistency_timeout_s: float
@@ -49,6 +51,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def command_url(self) -> str:
         return f"http://{self.command_host}:{self.command_port}"
+
+    @property
+    def projector_url(self) -> str:
+        return f"http://{self.projector_host}:{self.projector_port}"
 
     @property
     def query_url(self) -> str:
@@ -71,6 +77,8 @@ def load() -> Settings:
         command_port=_env_int("MB_COMMAND_PORT", 8001),
         query_host=_env("MB_QUERY_HOST", "127.0.0.1"),
         query_port=_env_int("MB_QUERY_PORT", 8002),
+        projector_host=_env("MB_PROJECTOR_HOST", "127.0.0.1"),
+        projector_port=_env_int("MB_PROJECTOR_PORT", 8003),
         # The default secret is for local development only; deployments must set their own.
         token_secret=_env("MB_TOKEN_SECRET", "dev-only-secret-change-me"),
         token_ttl_s=_env_int("MB_TOKEN_TTL_S", 7 * 24 * 3600),

@@ -51,7 +51,8 @@ CREATE TABLE users (
     display_name  text NOT NULL DEFAULT '',
     created_at    timestamptz NOT NULL
 );
-CREATE UNIQUE INDEX users_username ON users (lower(username));
+-- Not unique: the command side enforces uniqueness; a projection never rejects a fact.
+CREATE INDEX users_username ON users (lower(username));
 
 CREATE TABLE posts (
     post_id    bigint PRIMARY KEY,

@@ -1,0 +1,253 @@
+"""The projector on real Kafka and PostgreSQL: fan-out, follow/unfollow/block/delete, offsets
+in the same transaction, poison records, fencing, and convergence under reordering."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+
+import asyncpg
+import msgspec
+import pytest
+import pytest_asyncio
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+
+from services.projector.runner import Fenced, Projector
+from shared.db import create_pool
+from shared.events import (
+    BlockCreated,
+    BlockData,
+    FollowCreated,
+    FollowData,
+    FollowRemoved,
+    PostCreated,
+    PostCreatedData,
+    PostDeleted,
+    PostDeletedData,
+    UserRegistered,
+    UserRegisteredData,
+    new_event,
+)
+from shared.ids import SnowflakeGenerator
+from shared.kafka import EventPublisher, Position, make_producer
+from shared.settings import Settings
+from tests.infra import unique_name
+
+pytestmark = pytest.mark.integration
+
+ids = SnowflakeGenerator(worker_id=901)
+
+
+@pytest_asyncio.fixture
+async def publisher(settings: Settings) -> AsyncIterator[EventPublisher]:
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        yield EventPublisher(producer, settings.topic, 10)
+    finally:
+        await producer.stop()
+
+
+@pytest_asyncio.fixture
+async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    p = await create_pool(settings.database_url, min_size=1, max_size=4)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+async def run_until(projector: Projector, pool: asyncpg.Pool, topic: str, pos: Position) -> None:
+    """Run the projector until it has passed `pos`, then stop it."""
+    task = asyncio.create_task(projector.run())
+    try:
+        for _ in range(600):
+            nxt = await pool.fetchval(
+                "SELECT next_offset FROM projector_offsets WHERE topic=$1 AND partition=$2",
+                topic,
+                pos.partition,
+            )
+            if nxt is not None and nxt > pos.offset:
+                return
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"projector did not reach {pos}")
+    finally:
+        projector.stop()
+        await task
+
+
+def user(uid: int, name: str) -> UserRegistered:
+    return new_event(
+        UserRegistered, actor_id=uid, data=UserRegisteredData(user_id=uid, username=name)
+    )
+
+
+def post(author: int, text: str) -> PostCreated:
+    data = PostCreatedData(post_id=ids.next_id(), author_id=author, text=text)
+    return new_event(PostCreated, actor_id=author, data=data)
+
+
+def follow(a: int, b: int) -> FollowCreated:
+    return new_event(FollowCreated, actor_id=a, data=FollowData(follower_id=a, followee_id=b))
+
+
+async def timeline(pool: asyncpg.Pool, uid: int) -> list[int]:
+    rows = await pool.fetch(
+        "SELECT post_id FROM home_timeline WHERE user_id=$1 ORDER BY post_id DESC", uid
+    )
+    return [r["post_id"] for r in rows]
+
+
+async def test_flow_fanout_follow_block_delete(
+    settings: Settings, publisher: EventPublisher, pool: asyncpg.Pool
+) -> None:
+    a, b, c = ids.next_id(), ids.next_id(), ids.next_id()
+    early = post(b, "before the follow")
+    events = [user(a, unique_name("a")), user(b, unique_name("b")), user(c, unique_name("c"))]
+    events += [early, follow(a, b), follow(b, a)]
+    p1, p2 = post(b, "one"), post(b, "two")
+    events += [p1, p2, post(a, "a speaks")]
+    await project_all(settings, pool, [await publisher.publish(e) for e in events])
+
+    a_home = await timeline(pool, a)
+    # The follow merged B's earlier post; fan-out delivered the later ones; own posts included.
+    assert {early.data.post_id, p1.data.post_id, p2.data.post_id} <= set(a_home)
+    assert len(a_home) == 4
+    assert await timeline(pool, c) == []
+
+    # A blocks B: B's posts leave A's timeline, A's leave B's, both follow edges end.
+    blk = new_event(BlockCreated, actor_id=a, data=BlockData(blocker_id=a, blocked_id=b))
+    dele = new_event(
+        PostDeleted, actor_id=b, data=PostDeletedData(post_id=p1.data.post_id, author_id=b)
+    )
+    await project_all(settings, pool, [await publisher.publish(e) for e in (blk, dele)])
+    a_home = await timeline(pool, a)
+    assert all(pid not in a_home for pid in (early.data.post_id, p2.data.post_id))
+    active = await pool.fetchval(
+        "SELECT count(*) FROM follows WHERE active AND follower_id = ANY($1::bigint[])", [a, b]
+    )
+    assert active == 0
+    assert await pool.fetchval("SELECT count(*) FROM posts WHERE post_id=$1", p1.data.post_id) == 0
+    assert p1.data.post_id not in await timeline(pool, b)
+
+
+async def project_all(settings: Settings, pool: asyncpg.Pool, positions: list[Position]) -> None:
+    """Project until every given position (on any partition) has been passed."""
+    last: dict[int, Position] = {}
+    for pos in positions:
+        if pos.partition not in last or last[pos.partition].offset < pos.offset:
+            last[pos.partition] = pos
+    for pos in last.values():
+        await run_until(Projector(settings, pool), pool, settings.topic, pos)
+
+
+async def test_poison_records_are_dead_lettered_and_partition_moves_on(
+    settings: Settings, publisher: EventPublisher, pool: asyncpg.Pool
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    key = b"poison-key"
+    try:
+        bad = [b"not json", b'{"type":"post.exploded"}', b'{"type":"post.created","id":1}']
+        metas = [await producer.send_and_wait(settings.topic, v, key=key) for v in bad]
+    finally:
+        await producer.stop()
+    good = await publisher.publish(post(ids.next_id(), "after the poison"))
+    projector = Projector(settings, pool)
+    await run_until(
+        projector, pool, settings.topic, Position(metas[-1].partition, metas[-1].offset)
+    )
+    await run_until(Projector(settings, pool), pool, settings.topic, good)
+    rows = await pool.fetch(
+        'SELECT reason, "offset" FROM dead_letters WHERE partition=$1 AND "offset" = ANY($2)',
+        metas[0].partition,
+        [m.offset for m in metas],
+    )
+    assert sorted(r["reason"] for r in rows) == ["invalid", "undecodable", "unknown_type"]
+
+
+async def test_stale_instance_is_fenced(settings: Settings, pool: asyncpg.Pool) -> None:
+    s = msgspec.structs.replace(settings, topic=unique_name("fence"))
+    old, new = Projector(s, pool), Projector(s, pool)
+    await old.claim([0])
+    await new.claim([0])  # a rebalance handed partition 0 to the new instance
+    record = ConsumerRecord(
+        topic=s.topic,
+        partition=0,
+        offset=0,
+        timestamp=0,
+        timestamp_type=0,
+        key=None,
+        value=b"x",
+        checksum=None,
+        serialized_key_size=0,
+        serialized_value_size=1,
+        headers=(),
+    )
+    with pytest.raises(Fenced):
+        await old.apply_batch([record])
+    assert (
+        await pool.fetchval("SELECT next_offset FROM projector_offsets WHERE topic=$1", s.topic)
+        == 0
+    )
+    await new.apply_batch([record])
+    assert (
+        await pool.fetchval("SELECT next_offset FROM projector_offsets WHERE topic=$1", s.topic)
+        == 1
+    )
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+async def test_follow_and_block_converge_in_any_order(
+    settings: Settings, pool: asyncpg.Pool, order: tuple[int, ...]
+) -> None:
+    """A's follow of B, B's block of A (later), B's post: any cross-partition order ends with
+    no active follow and no B post in A's timeline."""
+    a, b = ids.next_id(), ids.next_id()
+    f = follow(a, b)
+    blk = new_event(BlockCreated, actor_id=b, data=BlockData(blocker_id=b, blocked_id=a))
+    p = post(b, "hello")
+    events = [f, blk, p]
+    s = msgspec.structs.replace(settings, topic=unique_name("conv"))
+    projector = Projector(s, pool)
+    await projector.claim([0])
+    for offset, i in enumerate(order):
+        rec = ConsumerRecord(
+            topic=s.topic,
+            partition=0,
+            offset=offset,
+            timestamp=0,
+            timestamp_type=0,
+            key=None,
+            value=msgspec.json.encode(events[i]),
+            checksum=None,
+            serialized_key_size=0,
+            serialized_value_size=0,
+            headers=(),
+        )
+        await projector.apply_batch([rec])
+    assert await timeline(pool, a) == []
+    assert not await pool.fetchval(
+        "SELECT active FROM follows WHERE follower_id=$1 AND followee_id=$2", a, b
+    )
+    # An unfollow after everything changes nothing further.
+    unf = new_event(FollowRemoved, actor_id=a, data=FollowData(follower_id=a, followee_id=b))
+    rec = ConsumerRecord(
+        topic=s.topic,
+        partition=0,
+        offset=3,
+        timestamp=0,
+        timestamp_type=0,
+        key=None,
+        value=msgspec.json.encode(unf),
+        checksum=None,
+        serialized_key_size=0,
+        serialized_value_size=0,
+        headers=(),
+    )
+    await projector.apply_batch([rec])
+    assert await timeline(pool, a) == []
