@@ -39,8 +39,8 @@ def infra() -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def settings(infra: tuple[str, str]) -> Settings:
-    """Settings naming a fresh database and topics, migrated and created."""
+def settings(infra: tuple[str, str]) -> Iterator[Settings]:
+    """Settings naming a fresh database and topics, migrated and created; dropped after."""
     bootstrap, admin_url = infra
     db_name = unique_name("mbtest")
 
@@ -64,7 +64,16 @@ def settings(infra: tuple[str, str]) -> Settings:
     )
     asyncio.run(migrate(s.database_url))
     asyncio.run(ensure_topics(s))
-    return s
+    yield s
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
 
 
 @pytest_asyncio.fixture

@@ -131,15 +131,15 @@ class Projector:
             if int(status.rsplit(" ", 1)[-1]) != len(parts):
                 self.stats.fenced += 1
                 raise Fenced(f"partitions {parts} were reassigned; batch rolled back")
-            for rec, exc in poison:
-                log.warning("dead-letter %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, exc)
+            for rec, why in poison:
+                log.warning("dead-letter %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, why)
                 await conn.execute(
                     RECORD_DEAD_LETTER,
                     rec.topic,
                     rec.partition,
                     rec.offset,
-                    exc.reason,
-                    exc.detail[:2000],
+                    why.reason,
+                    why.detail[:2000],
                     rec.value,
                 )
             fanned = await store.apply(conn, ops, self.settings.timeline_cap)
