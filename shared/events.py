@@ -42,10 +42,101 @@ class UserRegisteredData(Payload, frozen=True, kw_only=True):
     display_name: DisplayName = ""
 
 
+Visibility = Literal["public", "unlisted", "followers", "audience", "direct"]
+MediaKind = Literal["image", "video", "gif"]
+Url = Annotated[str, Meta(min_length=8, max_length=2048, pattern=r"^https?://[^\s]+$")]
+AltText = Annotated[str, Meta(max_length=1500)]
+Hashtag = Annotated[str, Meta(min_length=1, max_length=100)]
+Bio = Annotated[str, Meta(max_length=500)]
+AudienceName = Annotated[str, Meta(min_length=1, max_length=60)]
+
+
+class Media(Struct, frozen=True, kw_only=True):
+    """Attachment metadata only; the bytes live elsewhere (no upload store yet)."""
+
+    kind: MediaKind
+    url: Url
+    alt_text: AltText = ""
+    width: Annotated[int, Meta(ge=1, le=100_000)] | None = None
+    height: Annotated[int, Meta(ge=1, le=100_000)] | None = None
+
+
+class Mention(Struct, frozen=True, kw_only=True):
+    """A resolved `@username` in a post's text."""
+
+    user_id: Id
+    username: Username
+
+
 class PostCreatedData(Payload, frozen=True, kw_only=True):
     post_id: Id
     author_id: Id
     text: PostText
+    # Added after v1 shipped, all with defaults, so v1 readers and old events still work.
+    visibility: Visibility = "public"
+    audience_id: Id | None = None
+    in_reply_to_id: Id | None = None
+    in_reply_to_author_id: Id | None = None
+    quote_of_id: Id | None = None
+    mentions: tuple[Mention, ...] = ()
+    hashtags: tuple[Hashtag, ...] = ()
+    links: tuple[Url, ...] = ()
+    media: Annotated[tuple[Media, ...], Meta(max_length=4)] = ()
+
+
+class PostEditedData(Payload, frozen=True, kw_only=True):
+    """The new content of a post; visibility, audience and reply target cannot change."""
+
+    post_id: Id
+    author_id: Id
+    text: PostText
+    mentions: tuple[Mention, ...] = ()
+    hashtags: tuple[Hashtag, ...] = ()
+    links: tuple[Url, ...] = ()
+    media: Annotated[tuple[Media, ...], Meta(max_length=4)] = ()
+
+
+class RepostData(Payload, frozen=True, kw_only=True):
+    """`repost_id` is a snowflake of its own: the repost's place in timelines."""
+
+    repost_id: Id
+    post_id: Id
+    author_id: Id
+    reposter_id: Id
+
+
+class LikeData(Payload, frozen=True, kw_only=True):
+    post_id: Id
+    author_id: Id
+    liker_id: Id
+
+
+class ProfileUpdatedData(Payload, frozen=True, kw_only=True):
+    """Only the fields present change; None means "leave as it is"."""
+
+    user_id: Id
+    display_name: DisplayName | None = None
+    bio: Bio | None = None
+    avatar_url: Url | None = None
+    locked: bool | None = None
+
+
+class MuteData(Payload, frozen=True, kw_only=True):
+    muter_id: Id
+    muted_id: Id
+    expires_at: Annotated[datetime, Meta(tz=True)] | None = None
+
+
+class AudienceData(Payload, frozen=True, kw_only=True):
+    audience_id: Id
+    owner_id: Id
+    name: AudienceName = ""
+
+
+class AudienceMemberData(Payload, frozen=True, kw_only=True):
+    audience_id: Id
+    owner_id: Id
+    member_id: Id
 
 
 class PostDeletedData(Payload, frozen=True, kw_only=True):
@@ -110,24 +201,120 @@ class BlockRemoved(Event, frozen=True, kw_only=True, tag="block.removed"):
     data: BlockData
 
 
+class ProfileUpdated(Event, frozen=True, kw_only=True, tag="profile.updated"):
+    data: ProfileUpdatedData
+
+
+class PostEdited(Event, frozen=True, kw_only=True, tag="post.edited"):
+    data: PostEditedData
+
+
+class PostReposted(Event, frozen=True, kw_only=True, tag="post.reposted"):
+    data: RepostData
+
+
+class RepostRemoved(Event, frozen=True, kw_only=True, tag="repost.removed"):
+    data: RepostData
+
+
+class PostLiked(Event, frozen=True, kw_only=True, tag="post.liked"):
+    data: LikeData
+
+
+class LikeRemoved(Event, frozen=True, kw_only=True, tag="like.removed"):
+    data: LikeData
+
+
+class FollowRequested(Event, frozen=True, kw_only=True, tag="follow.requested"):
+    """The followee is locked: the follow waits for approval. Actor: the follower."""
+
+    data: FollowData
+
+
+class FollowRequestApproved(Event, frozen=True, kw_only=True, tag="follow.request.approved"):
+    """Actor: the followee. The follow becomes active."""
+
+    data: FollowData
+
+
+class FollowRequestRejected(Event, frozen=True, kw_only=True, tag="follow.request.rejected"):
+    """Actor: the followee. The request ends; no follow."""
+
+    data: FollowData
+
+
+class MuteCreated(Event, frozen=True, kw_only=True, tag="mute.created"):
+    data: MuteData
+
+
+class MuteRemoved(Event, frozen=True, kw_only=True, tag="mute.removed"):
+    data: MuteData
+
+
+class AudienceCreated(Event, frozen=True, kw_only=True, tag="audience.created"):
+    data: AudienceData
+
+
+class AudienceDeleted(Event, frozen=True, kw_only=True, tag="audience.deleted"):
+    data: AudienceData
+
+
+class AudienceMemberAdded(Event, frozen=True, kw_only=True, tag="audience.member.added"):
+    data: AudienceMemberData
+
+
+class AudienceMemberRemoved(Event, frozen=True, kw_only=True, tag="audience.member.removed"):
+    data: AudienceMemberData
+
+
 AnyEvent = (
     UserRegistered
+    | ProfileUpdated
     | PostCreated
+    | PostEdited
     | PostDeleted
+    | PostReposted
+    | RepostRemoved
+    | PostLiked
+    | LikeRemoved
     | FollowCreated
     | FollowRemoved
+    | FollowRequested
+    | FollowRequestApproved
+    | FollowRequestRejected
     | BlockCreated
     | BlockRemoved
+    | MuteCreated
+    | MuteRemoved
+    | AudienceCreated
+    | AudienceDeleted
+    | AudienceMemberAdded
+    | AudienceMemberRemoved
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     UserRegistered,
+    ProfileUpdated,
     PostCreated,
+    PostEdited,
     PostDeleted,
+    PostReposted,
+    RepostRemoved,
+    PostLiked,
+    LikeRemoved,
     FollowCreated,
     FollowRemoved,
+    FollowRequested,
+    FollowRequestApproved,
+    FollowRequestRejected,
     BlockCreated,
     BlockRemoved,
+    MuteCreated,
+    MuteRemoved,
+    AudienceCreated,
+    AudienceDeleted,
+    AudienceMemberAdded,
+    AudienceMemberRemoved,
 )
 
 # The newest schema version of each event type this code understands.
@@ -147,16 +334,6 @@ def dataschema_for(tag: str, version: int = 1) -> str:
 
 
 E = TypeVar("E", bound=Event)
-
-EventKind = Literal[
-    "user.registered",
-    "post.created",
-    "post.deleted",
-    "follow.created",
-    "follow.removed",
-    "block.created",
-    "block.removed",
-]
 
 
 def new_event(
