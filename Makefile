@@ -38,9 +38,12 @@ format: install
 
 schemas: install
 	$(PY) -m shared.schemas write
+	$(PY) -m services.command.openapi
+	$(PY) -m services.query.openapi
 
+# e.g. make bench BENCH_ARGS="--preset small" (see bench/README.md)
 bench: install
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf var/test

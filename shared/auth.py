@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from typing import Any, Protocol
 
 import msgspec
 from argon2 import PasswordHasher
@@ -66,3 +67,22 @@ def verify_token(secret: str, token: str, now: float | None = None) -> TokenClai
     if expires <= (now if now is not None else time.time()):
         return None
     return TokenClaims(user_id, expires, parts[2])
+
+
+class _Fetcher(Protocol):
+    """An asyncpg connection or pool: anything with `fetchval`."""
+
+    async def fetchval(self, query: str, *args: Any) -> Any: ...
+
+
+async def token_revoked(conn: _Fetcher, claims: TokenClaims) -> bool:
+    """True when the token carrying `claims` was logged out (`cmd_revoked_tokens`).
+
+    Verification stays database-free; only this check costs one primary-key lookup, which
+    every authenticated route of both services makes after `verify_token`.
+    """
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM cmd_revoked_tokens WHERE nonce = $1)", claims.nonce
+        )
+    )

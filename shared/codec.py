@@ -12,6 +12,7 @@ from typing import Final
 import msgspec
 
 from shared.events import CURRENT_VERSION, AnyEvent, Event
+from shared.upcast import UpcastError, upcast
 
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(AnyEvent)
@@ -72,7 +73,21 @@ def decode(raw: bytes | None) -> AnyEvent:
         raise PoisonEvent(
             "future_version", f"{head.type} v{head.schemaversion} > supported v{supported}"
         )
+    if head.schemaversion < supported:
+        raw = _upcast(raw, supported)
     try:
         return _decoder.decode(raw)
     except msgspec.DecodeError as exc:
+        raise PoisonEvent("invalid", str(exc)) from exc
+
+
+def _upcast(raw: bytes, target: int) -> bytes:
+    """Lift an old event's JSON to the current version (shared/upcast.py); the typed decode
+    then validates the result as it would a new event."""
+    doc = msgspec.json.decode(raw)
+    if not isinstance(doc, dict):
+        raise PoisonEvent("undecodable", "event is not a JSON object")
+    try:
+        return _encoder.encode(upcast(doc, target))
+    except UpcastError as exc:
         raise PoisonEvent("invalid", str(exc)) from exc

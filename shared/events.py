@@ -130,7 +130,8 @@ class MuteData(Payload, frozen=True, kw_only=True):
 class AudienceData(Payload, frozen=True, kw_only=True):
     audience_id: Id
     owner_id: Id
-    name: AudienceName = ""
+    # Empty on audience.deleted, so no minimum length here (creation validates its own input).
+    name: Annotated[str, Meta(max_length=60)] = ""
 
 
 class AudienceMemberData(Payload, frozen=True, kw_only=True):
@@ -317,10 +318,14 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     AudienceMemberRemoved,
 )
 
+# Types past version 1; shared/upcast.py lifts older documents (post.created v2: hashtags
+# lower-cased and unique).
+_NEWER_VERSIONS: Final[dict[str, int]] = {"post.created": 2}
+
 # The newest schema version of each event type this code understands.
 CURRENT_VERSION: Final[dict[str, int]] = {
-    msgspec.inspect.type_info(t).tag: 1  # type: ignore[attr-defined]
-    for t in EVENT_TYPES
+    tag: _NEWER_VERSIONS.get(tag, 1)
+    for tag in (msgspec.inspect.type_info(t).tag for t in EVENT_TYPES)  # type: ignore[attr-defined]
 }
 
 

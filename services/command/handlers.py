@@ -1,46 +1,43 @@
-"""HTTP handlers: parse, fetch facts, decide, append to the log, answer.
+"""HTTP handlers for accounts, sessions, profiles and relations between users.
 
-Every command runs in one PostgreSQL transaction that stays open while the event is produced
-and commits only after the broker acknowledged it. A refused command or a failed produce thus
-rolls back every command-side write (the account row, the post's authorship, the idempotency
-record), and a 2xx always names an event that is durably on the log (invariant 2).
-
-The one gap left: the broker acks and then the commit fails (or our timeout fires just before a
-late ack). The event is then on the log without its command-side row; the client saw an error
-and may retry. That is the price of not running a distributed transaction, and it is far
-rarer than the dual write it replaces (commit first, then produce).
+Each one parses, fetches facts, decides (services/command/decide.py) and appends through the
+shared pipeline (services/command/pipeline.py): one transaction that commits only after the
+broker acknowledged the event.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import logging
-import re
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Final, TypeVar
+from typing import Annotated
 
 import asyncpg
-import msgspec
 from aiohttp import web
-from aiokafka.errors import KafkaError
 from msgspec import Meta, Struct
 
 from services.command import decide, store
-from services.command.resources import IDS, POOL, PUBLISHER, REQUEST_ID, SETTINGS
+from services.command.decide import Decision
+from services.command.observability import METRICS
+from services.command.pipeline import (
+    ANONYMOUS_SCOPE,
+    EventAccepted,
+    actor,
+    authenticate,
+    body,
+    execute,
+    idempotency_key,
+    in_thread,
+    optional_body,
+    publish,
+    request_id,
+    user_scope,
+)
+from services.command.resources import IDS, POOL, SETTINGS
+from services.command.throttle import LOGIN_THROTTLE, refusal
 from shared.auth import hash_password, issue_token, verify_password
-from shared.events import DisplayName, Event, PostText, Username
-from shared.http import ApiError, bearer_user, json_response, parse_id, read_body
-from shared.kafka import Position, kafka_ready
-
-log = logging.getLogger("microblog.command")
-T = TypeVar("T")
-
-ANONYMOUS_SCOPE: Final = "anonymous"
-_encoder: Final = msgspec.json.Encoder()
-_IDEMPOTENCY_KEY: Final = re.compile(r"[\x20-\x7e]{1,200}")
+from shared.events import Bio, DisplayName, FollowRequested, Url, Username
+from shared.http import ApiError, json_response, parse_id
+from shared.kafka import kafka_ready
 
 # ---------------------------------------------------------------- input and output shapes
 
@@ -60,8 +57,17 @@ class Login(Struct, frozen=True, forbid_unknown_fields=True):
     password: LoginText
 
 
-class NewPost(Struct, frozen=True, forbid_unknown_fields=True):
-    text: PostText
+class ProfileChange(Struct, frozen=True, forbid_unknown_fields=True):
+    """Absent (or null) fields stay as they are."""
+
+    display_name: DisplayName | None = None
+    bio: Bio | None = None
+    avatar_url: Url | None = None
+    locked: bool | None = None
+
+
+class MuteOptions(Struct, frozen=True, forbid_unknown_fields=True):
+    expires_in_s: int | None = None
 
 
 class AccountCreated(Struct, frozen=True):
@@ -76,136 +82,54 @@ class SessionCreated(Struct, frozen=True):
     expires_at: datetime
 
 
-class PostAccepted(Struct, frozen=True):
-    post_id: str
+class FollowAccepted(Struct, frozen=True):
     event_id: str
     position: str
-
-
-class EventAccepted(Struct, frozen=True):
-    event_id: str
-    position: str
-
-
-# ---------------------------------------------------------------- the command pipeline
-
-Work = Callable[[asyncpg.Connection], Awaitable[tuple[int, Struct]]]
-
-
-def _idempotency_key(request: web.Request) -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    if not _IDEMPOTENCY_KEY.fullmatch(key):
-        raise ApiError(
-            422,
-            "invalid_header",
-            "Idempotency-Key must be 1-200 printable ASCII characters",
-            "Idempotency-Key",
-        )
-    return key
-
-
-def _user_scope(user_id: int) -> str:
-    return f"user:{user_id}"
-
-
-async def _fingerprint(request: web.Request) -> bytes:
-    # Keyed, because a registration body carries a password (see 010_idempotency.sql).
-    secret = request.app[SETTINGS].token_secret.encode()
-    mac = hmac.new(secret, digestmod=hashlib.sha256)
-    for part in (request.method.encode(), request.path.encode(), await request.read()):
-        mac.update(len(part).to_bytes(8, "big"))
-        mac.update(part)
-    return mac.digest()
-
-
-def _answer(status: int, body: bytes, *, replayed: bool = False) -> web.Response:
-    headers = {"Idempotent-Replayed": "true"} if replayed else None
-    return web.Response(body=body, status=status, content_type="application/json", headers=headers)
-
-
-async def _execute(request: web.Request, scope: str, work: Work) -> web.Response:
-    """Run `work` in one transaction, honouring an Idempotency-Key on POST."""
-    key = _idempotency_key(request) if request.method == "POST" else None
-    fingerprint = await _fingerprint(request) if key is not None else b""
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        if key is not None:
-            prior = await store.claim_idempotency_key(conn, scope, key)
-            if prior is not None:
-                if not hmac.compare_digest(prior.fingerprint, fingerprint):
-                    raise ApiError(
-                        422,
-                        "idempotency_key_reused",
-                        "this Idempotency-Key was used for a different request",
-                        "Idempotency-Key",
-                    )
-                return _answer(prior.status, prior.body, replayed=True)
-        status, answer = await work(conn)
-        body = _encoder.encode(answer)
-        if key is not None:
-            await store.save_idempotency_key(
-                conn, scope, key, store.StoredAnswer(fingerprint, status, body)
-            )
-    return _answer(status, body)
-
-
-async def _publish(request: web.Request, event: Event) -> Position:
-    """Append and wait for the ack, bounded: a broker that is down answers 503, never a hang."""
-    settings = request.app[SETTINGS]
-    try:
-        # Covers send()'s metadata wait too, which the publisher's own timeout does not; and
-        # cancelling send() before it queued the record keeps it off the log.
-        async with asyncio.timeout(settings.produce_timeout_s):
-            return await request.app[PUBLISHER].publish(event)
-    except (KafkaError, TimeoutError) as exc:
-        log.warning("produce of %s failed: %r", event.id, exc)
-        raise ApiError(
-            503, "log_unavailable", "the event log did not acknowledge the event; retry later"
-        ) from None
-
-
-async def _in_thread(fn: Callable[..., T], *args: object) -> T:
-    # argon2 takes tens of milliseconds of CPU by design; off the loop, other requests go on.
-    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+    # "following", or "requested" when the account is locked and must approve first.
+    state: str
 
 
 # ---------------------------------------------------------------- accounts and sessions
 
 
 async def register(request: web.Request) -> web.Response:
-    body = await read_body(request, NewAccount)
-    request_id = request[REQUEST_ID]
-    password_hash = await _in_thread(hash_password, body.password)
+    new = await body(request, NewAccount)
+    password_hash = await in_thread(hash_password, new.password)
     cmd = decide.RegisterAccount(
-        user_id=request.app[IDS].next_id(), username=body.username, display_name=body.display_name
+        user_id=request.app[IDS].next_id(), username=new.username, display_name=new.display_name
     )
 
     async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
         taken = await store.username_taken(conn, cmd.username)
-        event = decide.register_account(cmd, username_taken=taken, request_id=request_id)
+        event = decide.register_account(cmd, username_taken=taken, request_id=request_id(request))
         try:
             await store.insert_account(conn, cmd.user_id, cmd.username, password_hash)
         except asyncpg.UniqueViolationError:
             # A concurrent registration of the same name committed between our check and insert.
             raise decide.username_taken_error() from None
-        position = await _publish(request, event)
+        position = await publish(request, event)
         return 201, AccountCreated(str(cmd.user_id), cmd.username, str(position))
 
-    return await _execute(request, ANONYMOUS_SCOPE, work)
+    return await execute(request, ANONYMOUS_SCOPE, work)
 
 
 async def login(request: web.Request) -> web.Response:
-    body = await read_body(request, Login)
+    creds_in = await body(request, Login)
     # Validated for a uniform API but not stored: a login appends nothing, so a retry is
     # harmless, and keeping issued tokens in a table would only make them leakable.
-    _idempotency_key(request)
+    idempotency_key(request)
+    throttle = request.app[LOGIN_THROTTLE]
+    refused = throttle.check(creds_in.username, request.remote or "unknown")
+    if refused is not None:
+        request.app[METRICS].rate_limited.labels(refused[0]).inc()
+        return refusal(*refused)
     settings = request.app[SETTINGS]
     async with request.app[POOL].acquire() as conn:
-        creds = await store.find_credentials(conn, body.username)
+        creds = await store.find_credentials(conn, creds_in.username)
     # An unknown name is checked against a dummy hash, so timing does not reveal which names exist.
-    ok = await _in_thread(verify_password, creds.password_hash if creds else None, body.password)
+    ok = await in_thread(verify_password, creds.password_hash if creds else None, creds_in.password)
     if creds is None or not ok:
+        throttle.failed(creds_in.username)
         raise ApiError(401, "invalid_credentials", "username or password is wrong")
     token, expires = issue_token(settings.token_secret, creds.user_id, settings.token_ttl_s)
     return json_response(
@@ -213,72 +137,140 @@ async def login(request: web.Request) -> web.Response:
     )
 
 
-# ---------------------------------------------------------------- posts
+async def logout(request: web.Request) -> web.Response:
+    """Revoke the presented token; both services refuse it from now on."""
+    claims = await authenticate(request)
+    async with request.app[POOL].acquire() as conn:
+        await store.revoke_token(conn, claims.nonce, datetime.fromtimestamp(claims.expires_at, UTC))
+    return web.Response(status=204)
 
 
-async def create_post(request: web.Request) -> web.Response:
-    actor = _actor(request)
-    body = await read_body(request, NewPost)
-    cmd = decide.CreatePost(actor_id=actor, post_id=request.app[IDS].next_id(), text=body.text)
-    event = decide.create_post(cmd, request_id=request[REQUEST_ID])
-
-    async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
-        await store.insert_post(conn, cmd.post_id, actor)
-        position = await _publish(request, event)
-        return 202, PostAccepted(str(cmd.post_id), str(event.id), str(position))
-
-    return await _execute(request, _user_scope(actor), work)
-
-
-async def delete_post(request: web.Request) -> web.Response:
-    actor = _actor(request)
-    cmd = decide.DeletePost(
-        actor_id=actor, post_id=parse_id(request.match_info["post_id"], "post_id")
+async def update_profile(request: web.Request) -> web.Response:
+    me = await actor(request)
+    change = await body(request, ProfileChange)
+    cmd = decide.UpdateProfile(
+        actor_id=me,
+        display_name=change.display_name,
+        bio=change.bio,
+        avatar_url=change.avatar_url,
+        locked=change.locked,
     )
+    event = decide.update_profile(cmd, request_id=request_id(request))
 
     async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
-        post = await store.lock_post(conn, cmd.post_id)
-        event = decide.delete_post(cmd, post, request_id=request[REQUEST_ID])
-        await store.mark_post_deleted(conn, cmd.post_id)
-        position = await _publish(request, event)
-        return 202, PostAccepted(str(cmd.post_id), str(event.id), str(position))
-
-    return await _execute(request, _user_scope(actor), work)
-
-
-# ---------------------------------------------------------------- follows and blocks
-
-
-async def _relate(
-    request: web.Request, decision: decide.Decision, *, with_blocks: bool
-) -> web.Response:
-    actor = _actor(request)
-    target = parse_id(request.match_info["user_id"], "user_id")
-    cmd = decide.Relate(actor_id=actor, target_id=target)
-
-    async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
-        facts = await store.target_facts(conn, actor, cmd.target_id, with_blocks=with_blocks)
-        event = decision(cmd, facts, request_id=request[REQUEST_ID])
-        position = await _publish(request, event)
+        if cmd.locked is not None:
+            await store.set_locked(conn, me, cmd.locked)
+        position = await publish(request, event)
         return 202, EventAccepted(str(event.id), str(position))
 
-    return await _execute(request, _user_scope(actor), work)
+    return await execute(request, user_scope(me), work)
+
+
+# ---------------------------------------------------------------- follows, blocks, mutes
+
+
+async def _relate(request: web.Request, decision: Decision, *, with_blocks: bool) -> web.Response:
+    me = await actor(request)
+    cmd = decide.Relate(actor_id=me, target_id=parse_id(request.match_info["user_id"], "user_id"))
+
+    async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
+        facts = await store.target_facts(conn, me, cmd.target_id, with_blocks=with_blocks)
+        event = decision(cmd, facts, request_id=request_id(request))
+        position = await publish(request, event)
+        return 202, EventAccepted(str(event.id), str(position))
+
+    return await execute(request, user_scope(me), work)
 
 
 async def follow(request: web.Request) -> web.Response:
-    return await _relate(request, decide.follow, with_blocks=True)
+    me = await actor(request)
+    cmd = decide.Relate(actor_id=me, target_id=parse_id(request.match_info["user_id"], "user_id"))
+
+    async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
+        facts = await store.target_facts(conn, me, cmd.target_id, with_blocks=True)
+        event = decide.follow(cmd, facts, request_id=request_id(request))
+        requested = isinstance(event, FollowRequested)
+        if requested:
+            await store.add_follow_request(conn, me, cmd.target_id)
+        position = await publish(request, event)
+        state = "requested" if requested else "following"
+        return 202, FollowAccepted(str(event.id), str(position), state)
+
+    return await execute(request, user_scope(me), work)
 
 
 async def unfollow(request: web.Request) -> web.Response:
-    return await _relate(request, decide.unfollow, with_blocks=False)
+    """Ends a follow, and withdraws a pending follow request too."""
+    me = await actor(request)
+    cmd = decide.Relate(actor_id=me, target_id=parse_id(request.match_info["user_id"], "user_id"))
+
+    async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
+        facts = await store.target_facts(conn, me, cmd.target_id, with_blocks=False)
+        event = decide.unfollow(cmd, facts, request_id=request_id(request))
+        await store.take_follow_request(conn, me, cmd.target_id)
+        position = await publish(request, event)
+        return 202, EventAccepted(str(event.id), str(position))
+
+    return await execute(request, user_scope(me), work)
 
 
 async def block(request: web.Request) -> web.Response:
-    return await _relate(request, decide.block, with_blocks=False)
+    me = await actor(request)
+    cmd = decide.Relate(actor_id=me, target_id=parse_id(request.match_info["user_id"], "user_id"))
+
+    async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
+        facts = await store.target_facts(conn, me, cmd.target_id, with_blocks=False)
+        event = decide.block(cmd, facts, request_id=request_id(request))
+        await store.drop_follow_requests_between(conn, me, cmd.target_id)
+        position = await publish(request, event)
+        return 202, EventAccepted(str(event.id), str(position))
+
+    return await execute(request, user_scope(me), work)
 
 
 async def unblock(request: web.Request) -> web.Response:
     return await _relate(request, decide.unblock, with_blocks=False)
+
+
+async def unmute(request: web.Request) -> web.Response:
+    return await _relate(request, decide.unmute, with_blocks=False)
+
+
+async def mute(request: web.Request) -> web.Response:
+    me = await actor(request)
+    target = parse_id(request.match_info["user_id"], "user_id")
+    options = await optional_body(request, MuteOptions, MuteOptions())
+    cmd = decide.Mute(actor_id=me, target_id=target, expires_in_s=options.expires_in_s)
+
+    async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
+        facts = await store.target_facts(conn, me, target, with_blocks=False)
+        event = decide.mute(cmd, facts, now=datetime.now(UTC), request_id=request_id(request))
+        position = await publish(request, event)
+        return 202, EventAccepted(str(event.id), str(position))
+
+    return await execute(request, user_scope(me), work)
+
+
+async def _answer_follow_request(request: web.Request, approve: bool) -> web.Response:
+    me = await actor(request)
+    cmd = decide.Relate(actor_id=me, target_id=parse_id(request.match_info["user_id"], "user_id"))
+    decision = decide.approve_follow_request if approve else decide.reject_follow_request
+
+    async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
+        pending = await store.take_follow_request(conn, cmd.target_id, me)
+        event = decision(cmd, pending=pending, request_id=request_id(request))
+        position = await publish(request, event)
+        return 202, EventAccepted(str(event.id), str(position))
+
+    return await execute(request, user_scope(me), work)
+
+
+async def approve_follow_request(request: web.Request) -> web.Response:
+    return await _answer_follow_request(request, approve=True)
+
+
+async def reject_follow_request(request: web.Request) -> web.Response:
+    return await _answer_follow_request(request, approve=False)
 
 
 # ---------------------------------------------------------------- readiness
@@ -293,9 +285,3 @@ async def readyz(request: web.Request) -> web.Response:
     if not await kafka_ready(request.app[SETTINGS]):
         raise ApiError(503, "not_ready", "Kafka does not answer")
     return json_response({"status": "ready"})
-
-
-def _actor(request: web.Request) -> int:
-    actor = bearer_user(request, request.app[SETTINGS].token_secret)
-    assert actor is not None  # required=True raises instead of returning None
-    return actor

@@ -30,20 +30,40 @@ PRODUCER: Final = web.AppKey("producer", AIOKafkaProducer)
 PUBLISHER: Final = web.AppKey("publisher", EventPublisher)
 IDS: Final = web.AppKey("ids", SnowflakeGenerator)
 REQUEST_ID: Final = web.RequestKey("request_id", str)
+# The authenticated actor's user id, set once the bearer token passed (not revoked).
+ACTOR: Final = web.RequestKey("actor", int)
 
 PURGE_INTERVAL_S: Final = 600.0
 
 
 async def _purge_idempotency_keys(pool: asyncpg.Pool) -> None:
-    """Keep the idempotency table to about a day of requests; several instances may all run it."""
+    """Keep the idempotency table to about a day of requests, and revoked tokens until they
+    expire; several instances may all run it."""
     while True:
         await asyncio.sleep(PURGE_INTERVAL_S)
         try:
             deleted = 1
             while deleted:
                 deleted = await store.purge_expired_keys(pool)
+            await store.purge_revoked_tokens(pool)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             log.warning("idempotency purge failed; will retry", exc_info=True)
+
+
+RELAY_INTERVAL_S: Final = 15.0
+
+
+async def _relay_pending(app: web.Application) -> None:
+    """Publish events recorded by keyed commands whose clients never retried (pipeline.py)."""
+    from services.command.pipeline import relay_pending  # pipeline imports this module
+
+    while True:
+        await asyncio.sleep(RELAY_INTERVAL_S)
+        try:
+            if relayed := await relay_pending(app):
+                log.info("relayed the pending events of %d keyed commands", relayed)
+        except Exception:
+            log.warning("pending-event relay failed; will retry", exc_info=True)
 
 
 async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -57,15 +77,19 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         raise
     app[POOL] = pool
     app[PRODUCER] = producer
-    app[PUBLISHER] = EventPublisher(producer, settings.topic, settings.produce_timeout_s)
+    app[PUBLISHER] = EventPublisher(
+        producer, settings.topic, settings.produce_timeout_s, lambda: make_producer(settings)
+    )
     app[IDS] = SnowflakeGenerator(settings.worker_id)
     purger = asyncio.create_task(_purge_idempotency_keys(pool), name="idempotency-purge")
+    relay = asyncio.create_task(_relay_pending(app), name="pending-relay")
     try:
         yield
     finally:
-        purger.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await purger
+        for task in (purger, relay):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         # stop() flushes what is still buffered; every request that got a 2xx was acked already.
-        await producer.stop()
+        await app[PUBLISHER].stop()
         await pool.close()

@@ -1,144 +1,173 @@
 """Applies planned operations to PostgreSQL, inside the caller's transaction.
 
-Thin on purpose: the decisions live in project.py; here each operation is one or two
-set-based statements. Statements are module constants so asyncpg's statement cache prepares each
-once per connection.
+Thin on purpose: the decisions live in project.py; here each operation is one or a few
+set-based statements, whose SQL lives in sql_posts.py and sql_relations.py. What the statements
+report about touched timelines and notifications is gathered in `Applied` for the runner.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Sequence
 
 import asyncpg
 
-from services.projector.project import AddPosts, DeletePost, Op, SetBlock, SetFollow, UpsertUser
+from services.projector.project import (
+    AddPosts,
+    AddRepost,
+    DeleteAudience,
+    DeletePost,
+    EditPost,
+    NewPost,
+    Notify,
+    Op,
+    RemoveRepost,
+    RequestFollow,
+    SetAudienceMember,
+    SetBlock,
+    SetFollow,
+    SetLike,
+    SetMute,
+    UpdateProfile,
+    UpsertAudience,
+    UpsertUser,
+)
+from services.projector.sql_posts import (
+    ADD_LIKE,
+    ADD_POSTS,
+    ADD_REPOST,
+    DELETE_POST,
+    EDIT_POST,
+    NOTIFY,
+    POSTS_AFTER,
+    RECOUNT_REPLIES,
+    REMOVE_LIKE,
+    REMOVE_REPOST,
+    REPOST_FANOUT_BY_ID,
+    REPOST_FANOUT_BY_ORIGINAL,
+    REROOT,
+    UPDATE_PROFILE,
+    UPSERT_USER,
+)
+from services.projector.sql_relations import (
+    ADD_MEMBER,
+    DELETE_AUDIENCE,
+    END_FOLLOWS,
+    END_REQUEST,
+    FOLLOW_ACTIVE,
+    MERGE_RECENT,
+    MERGE_REPOSTS,
+    REMOVE_AUTHOR,
+    REMOVE_MEMBER,
+    REMOVE_UNFOLLOWED,
+    REQUEST_FOLLOW,
+    RESTORE_REPOSTS,
+    TRIM,
+    UPSERT_AUDIENCE,
+    UPSERT_BLOCK,
+    UPSERT_FOLLOW,
+    UPSERT_MUTE,
+)
 
 NIL_VERSION = uuid.UUID(int=0)
-
-UPSERT_USER = """
-INSERT INTO users (user_id, username, display_name, created_at)
-VALUES ($1, $2, $3, $4)
-ON CONFLICT (user_id) DO UPDATE SET username = EXCLUDED.username,
-                                    display_name = EXCLUDED.display_name
-"""
-
-# One statement per run of new posts: insert them, then fan each out to the author's active
-# followers and to the author. Rows are sorted by (user_id, post_id) so concurrent writers take
-# index locks in the same order. ON CONFLICT DO NOTHING in the post insert means a redelivered
-# post fans out nothing.
-ADD_POSTS = """
-WITH new AS (
-    INSERT INTO posts (post_id, author_id, text, created_at)
-    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[])
-    ON CONFLICT (post_id) DO NOTHING
-    RETURNING post_id, author_id
-)
-INSERT INTO home_timeline (user_id, post_id, author_id)
-SELECT r.user_id, r.post_id, r.author_id FROM (
-    SELECT f.follower_id AS user_id, n.post_id, n.author_id
-      FROM new n JOIN follows f ON f.followee_id = n.author_id AND f.active
-    UNION ALL
-    SELECT n.author_id, n.post_id, n.author_id FROM new n
-) r
-ORDER BY r.user_id, r.post_id
-ON CONFLICT DO NOTHING
-"""
-
-# Timeline rows of a post exist only in the timelines of the author and the author's active
-# followers (unfollow and block remove them), so that set bounds the delete without an index
-# on home_timeline(post_id), which would cost every fan-out insert.
-DELETE_POST = """
-WITH gone AS (DELETE FROM posts WHERE post_id = $1 RETURNING post_id)
-DELETE FROM home_timeline h
- WHERE h.post_id = $1
-   AND h.user_id IN (SELECT follower_id FROM follows WHERE followee_id = $2 AND active
-                     UNION ALL SELECT $2)
-"""
-
-UPSERT_FOLLOW = """
-INSERT INTO follows AS f (follower_id, followee_id, active, version, since)
-VALUES ($1, $2,
-        $3 AND NOT EXISTS (
-            SELECT 1 FROM blocks b
-             WHERE ((b.blocker_id = $1 AND b.blocked_id = $2)
-                 OR (b.blocker_id = $2 AND b.blocked_id = $1))
-               AND b.last_block_version > $4),
-        $4, $5)
-ON CONFLICT (follower_id, followee_id) DO UPDATE
-   SET active = EXCLUDED.active, version = EXCLUDED.version, since = EXCLUDED.since
- WHERE f.version < EXCLUDED.version
-"""
-
-FOLLOW_ACTIVE = "SELECT active FROM follows WHERE follower_id = $1 AND followee_id = $2"
-
-MERGE_RECENT = """
-INSERT INTO home_timeline (user_id, post_id, author_id)
-SELECT $1, p.post_id, p.author_id FROM (
-    SELECT post_id, author_id FROM posts WHERE author_id = $2 ORDER BY post_id DESC LIMIT $3
-) p
-ORDER BY p.post_id
-ON CONFLICT DO NOTHING
-"""
-
-REMOVE_AUTHOR = "DELETE FROM home_timeline WHERE user_id = $1 AND author_id = $2"
-
-UPSERT_BLOCK = """
-INSERT INTO blocks AS b (blocker_id, blocked_id, active, version, last_block_version, since)
-VALUES ($1, $2, $3, $4::uuid, CASE WHEN $3 THEN $4::uuid ELSE $5::uuid END, $6)
-ON CONFLICT (blocker_id, blocked_id) DO UPDATE
-   SET active = EXCLUDED.active,
-       version = EXCLUDED.version,
-       since = EXCLUDED.since,
-       last_block_version = GREATEST(b.last_block_version, EXCLUDED.last_block_version)
- WHERE b.version < EXCLUDED.version
-"""
-
-# A block ends every follow between the two people that is older than the block.
-END_FOLLOWS = """
-UPDATE follows SET active = false
- WHERE ((follower_id = $1 AND followee_id = $2) OR (follower_id = $2 AND followee_id = $1))
-   AND active AND version < $3
-"""
-
-# After a block, each side's timeline loses the other's posts unless a follow newer than the
-# block survives (only possible in a race the command side lost; reads filter blocks anyway).
-REMOVE_UNFOLLOWED = """
-DELETE FROM home_timeline h
- WHERE ((h.user_id = $1 AND h.author_id = $2) OR (h.user_id = $2 AND h.author_id = $1))
-   AND NOT EXISTS (SELECT 1 FROM follows f
-                    WHERE f.follower_id = h.user_id AND f.followee_id = h.author_id AND f.active)
-"""
+MAX_REROOT_PASSES = 64
 
 
-async def apply(conn: asyncpg.Connection, ops: list[Op], timeline_cap: int) -> int:
-    """Apply operations in order; returns the number of timeline rows the fan-outs wrote."""
-    fanned = 0
+class Applied:
+    """What a batch changed: timeline rows written by fan-outs, and whose feeds changed."""
+
+    def __init__(self) -> None:
+        self.fanned = 0
+        self.users: set[int] = set()
+        self.overflow = False
+        # Authors whose posts fanned out to too many users to name; trimming visits their
+        # followers instead.
+        self.wide_authors: set[int] = set()
+
+    def touch(self, row: asyncpg.Record | None) -> int:
+        if row is None or not row["n"]:
+            return 0
+        users = row["users"]
+        if users is None:
+            self.overflow = True
+        else:
+            self.users.update(users)
+        return int(row["n"])
+
+
+def pg_array(items: Iterable[object]) -> str:
+    """A PostgreSQL array literal: unnest() cannot take jagged 2-D arrays, so per-post lists
+    travel as literals and are cast in SQL."""
+    parts = []
+    for item in items:
+        text = str(item).replace("\\", "\\\\").replace('"', '\\"')
+        parts.append(f'"{text}"')
+    return "{" + ",".join(parts) + "}"
+
+
+async def _touch(conn: asyncpg.Connection, applied: Applied, sql: str, *args: object) -> int:
+    return applied.touch(await conn.fetchrow(sql, *args))
+
+
+async def apply(conn: asyncpg.Connection, ops: Sequence[Op], timeline_cap: int) -> Applied:
+    """Apply operations in order; returns the fan-out count and the users whose feeds changed."""
+    out = Applied()
     for op in ops:
         match op:
             case AddPosts(posts=posts):
-                status = await conn.execute(
-                    ADD_POSTS,
-                    [p.post_id for p in posts],
-                    [p.author_id for p in posts],
-                    [p.text for p in posts],
-                    [p.created_at for p in posts],
-                )
-                fanned += int(status.rsplit(" ", 1)[-1])
+                await _add_posts(conn, out, posts)
+            case Notify(notifications=notes):
+                if notes:
+                    await _touch(
+                        conn,
+                        out,
+                        NOTIFY,
+                        [n.user_id for n in notes],
+                        [n.event_id for n in notes],
+                        [n.kind for n in notes],
+                        [n.actor_id for n in notes],
+                        [n.post_id for n in notes],
+                        [n.created_at for n in notes],
+                    )
             case UpsertUser():
                 await conn.execute(
                     UPSERT_USER, op.user_id, op.username, op.display_name, op.created_at
                 )
-            case DeletePost():
-                await conn.execute(DELETE_POST, op.post_id, op.author_id)
-            case SetFollow():
+            case UpdateProfile():
                 await conn.execute(
-                    UPSERT_FOLLOW, op.follower_id, op.followee_id, op.active, op.version, op.at
+                    UPDATE_PROFILE, op.user_id, op.display_name, op.bio, op.avatar_url, op.locked
                 )
-                active = await conn.fetchval(FOLLOW_ACTIVE, op.follower_id, op.followee_id)
-                if active:
-                    await conn.execute(MERGE_RECENT, op.follower_id, op.followee_id, timeline_cap)
-                else:
-                    await conn.execute(REMOVE_AUTHOR, op.follower_id, op.followee_id)
+            case EditPost():
+                await conn.execute(
+                    EDIT_POST,
+                    op.post_id,
+                    op.text,
+                    list(op.mentions),
+                    list(op.mention_names),
+                    list(op.hashtags),
+                    list(op.links),
+                    op.media_json,
+                    op.at,
+                )
+            case DeletePost():
+                await _touch(conn, out, DELETE_POST, op.post_id, op.author_id, op.at)
+            case AddRepost():
+                await conn.execute(ADD_REPOST, op.repost_id, op.post_id, op.reposter_id, op.at)
+                out.fanned += await _touch(conn, out, REPOST_FANOUT_BY_ID, [op.repost_id])
+            case RemoveRepost():
+                rows = await conn.fetch(REMOVE_REPOST, op.repost_id, op.post_id, op.reposter_id)
+                out.users.update(r["user_id"] for r in rows)
+                await _restore_reposts(conn, out, [r for r in rows if r["original"]])
+            case SetLike(active=True):
+                await conn.execute(ADD_LIKE, op.post_id, op.user_id, op.at)
+            case SetLike(active=False):
+                await _touch(conn, out, REMOVE_LIKE, op.post_id, op.user_id)
+            case SetFollow():
+                await _set_follow(conn, out, op, timeline_cap)
+            case RequestFollow():
+                await conn.execute(
+                    REQUEST_FOLLOW, op.follower_id, op.followee_id, op.version, op.at
+                )
             case SetBlock():
                 await conn.execute(
                     UPSERT_BLOCK,
@@ -151,5 +180,114 @@ async def apply(conn: asyncpg.Connection, ops: list[Op], timeline_cap: int) -> i
                 )
                 if op.active:
                     await conn.execute(END_FOLLOWS, op.blocker_id, op.blocked_id, op.version)
-                    await conn.execute(REMOVE_UNFOLLOWED, op.blocker_id, op.blocked_id)
-    return fanned
+                    rows = await conn.fetch(REMOVE_UNFOLLOWED, op.blocker_id, op.blocked_id)
+                    out.users.update(r["user_id"] for r in rows)
+                    await _restore_reposts(conn, out, rows)
+            case SetMute():
+                await _touch(
+                    conn,
+                    out,
+                    UPSERT_MUTE,
+                    op.muter_id,
+                    op.muted_id,
+                    op.active,
+                    op.expires_at,
+                    op.version,
+                    NIL_VERSION,
+                )
+            case UpsertAudience():
+                await conn.execute(UPSERT_AUDIENCE, op.audience_id, op.owner_id, op.name, op.at)
+            case DeleteAudience():
+                await _touch(conn, out, DELETE_AUDIENCE, op.audience_id, op.owner_id, op.at)
+            case SetAudienceMember(active=True):
+                out.fanned += await _touch(
+                    conn, out, ADD_MEMBER, op.audience_id, op.member_id, timeline_cap
+                )
+            case SetAudienceMember(active=False):
+                await _touch(conn, out, REMOVE_MEMBER, op.audience_id, op.member_id)
+    return out
+
+
+async def _add_posts(conn: asyncpg.Connection, out: Applied, ps: Sequence[NewPost]) -> None:
+    row = await conn.fetchrow(
+        ADD_POSTS,
+        [p.post_id for p in ps],
+        [p.author_id for p in ps],
+        [p.text for p in ps],
+        [p.created_at for p in ps],
+        [p.visibility for p in ps],
+        [p.audience_id for p in ps],
+        [p.in_reply_to_id for p in ps],
+        [p.in_reply_to_author_id for p in ps],
+        [p.quote_of_id for p in ps],
+        [p.conversation_id for p in ps],
+        [pg_array(p.mentions) for p in ps],
+        [pg_array(p.mention_names) for p in ps],
+        [pg_array(p.hashtags) for p in ps],
+        [pg_array(p.links) for p in ps],
+        [p.media_json for p in ps],
+    )
+    if row is not None and row["n"] and row["users"] is None:
+        out.wide_authors.update(p.author_id for p in ps)
+    out.fanned += out.touch(row)
+    post_ids = [p.post_id for p in ps]
+    parents = sorted({p.in_reply_to_id for p in ps if p.in_reply_to_id is not None})
+    if parents:
+        # Only a reply can be the parent others assumed was their root.
+        await conn.execute(RECOUNT_REPLIES, parents)
+        replies = [p.post_id for p in ps if p.in_reply_to_id is not None]
+        # One pass moves descendants up one level; a run can hold a chain of replies whose
+        # descendants were projected earlier, so repeat until nothing moves (bounded, in case
+        # the log holds a reply cycle).
+        for _ in range(MAX_REROOT_PASSES):
+            status = await conn.execute(REROOT, replies)
+            if status.endswith(" 0"):
+                break
+    if await conn.fetchval(POSTS_AFTER, post_ids):
+        out.fanned += await _touch(conn, out, REPOST_FANOUT_BY_ORIGINAL, post_ids)
+
+
+async def _set_follow(
+    conn: asyncpg.Connection, out: Applied, op: SetFollow, timeline_cap: int
+) -> None:
+    await conn.execute(UPSERT_FOLLOW, op.follower_id, op.followee_id, op.active, op.version, op.at)
+    await _touch(conn, out, END_REQUEST, op.follower_id, op.followee_id, op.version)
+    # Reconcile with the register's current state, not with this event's wish: an older event
+    # arriving late must not undo a newer one.
+    active = await conn.fetchval(FOLLOW_ACTIVE, op.follower_id, op.followee_id)
+    if active:
+        out.fanned += await _touch(
+            conn, out, MERGE_RECENT, op.follower_id, op.followee_id, timeline_cap
+        )
+        out.fanned += await _touch(
+            conn, out, MERGE_REPOSTS, op.follower_id, op.followee_id, timeline_cap
+        )
+    else:
+        rows = await conn.fetch(REMOVE_AUTHOR, op.follower_id, op.followee_id)
+        out.users.update(r["user_id"] for r in rows)
+        await _restore_reposts(conn, out, rows)
+
+
+async def _restore_reposts(
+    conn: asyncpg.Connection, out: Applied, removed: Sequence[asyncpg.Record]
+) -> None:
+    """After timeline rows went, let the earliest remaining repost of each original show."""
+    if removed:
+        out.fanned += await _touch(
+            conn,
+            out,
+            RESTORE_REPOSTS,
+            [r["user_id"] for r in removed],
+            [r["original"] for r in removed],
+        )
+
+
+async def trim(
+    conn: asyncpg.Connection, users: Iterable[int], authors: Iterable[int], timeline_cap: int
+) -> int:
+    """Cut the given users' timelines (and those of the authors' followers) back to the cap
+    where they exceed cap * 1.25; returns the rows deleted."""
+    status = await conn.execute(
+        TRIM, sorted(set(users)), sorted(set(authors)), timeline_cap, timeline_cap * 5 // 4
+    )
+    return int(status.rsplit(" ", 1)[-1])

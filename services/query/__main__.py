@@ -30,6 +30,11 @@ def main() -> None:
         port=settings.query_port,
         loop=loop,
         print=log.info,
+        # SIGTERM must end the process within 10 s: open streams end in on_shutdown, other
+        # requests get this long to finish.
+        shutdown_timeout=5.0,
+        # Slow clients: an idle keep-alive connection is closed after this long.
+        keepalive_timeout=15.0,
     )
 
 

@@ -2,49 +2,155 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
+from typing import Any, Final
 
+import asyncpg
 from aiohttp import web
 
-from services.query import handlers
+from services.query import accounts, handlers, notifications, openapi, repository, streaming
+from services.query.consistency import CHANNEL as CONSISTENCY_CHANNEL
 from services.query.consistency import ProgressWaiter
 from services.query.handlers import METRICS, POOL, SETTINGS, WAITER
+from services.query.listener import Listener
 from services.query.metrics import QueryMetrics
-from shared.db import create_pool
-from shared.http import error_middleware, healthz
+from services.query.streaming import CHANNEL as STREAM_CHANNEL
+from services.query.streaming import STREAM_HUB, StreamHub
+from shared.http import ApiError, error_middleware, healthz
+from shared.openapi import handler as openapi_handler
+from shared.ratelimit import RateLimits, make_rate_limit_middleware
 from shared.settings import Settings
+
+log = logging.getLogger("microblog.query")
+
+# Bounds that turn "PostgreSQL is gone or stuck" into a prompt 503 instead of a hang: a new
+# connection must be up within CONNECT_TIMEOUT_S and a statement must finish within
+# STATEMENT_TIMEOUT_S (both far above a healthy read's few milliseconds).
+CONNECT_TIMEOUT_S: Final = 3.0
+STATEMENT_TIMEOUT_S: Final = 5.0
+POOL_MAX: Final = 10
+# Request-size caps beyond aiohttp's own (8 KiB per line and header): a query string or a
+# header block larger than these is abuse, not a client we want to serve.
+MAX_QUERY_STRING: Final = 4096
+MAX_HEADER_BYTES: Final = 16 * 1024
+
+
+@web.middleware
+async def database_unavailable_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """PostgreSQL down answers 503 problem+json; the pool reconnects on its own afterwards
+    (a broken connection is discarded and the next acquire opens a fresh one)."""
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    except repository.UNAVAILABLE as exc:
+        log.warning("PostgreSQL unavailable on %s %s: %r", request.method, request.path, exc)
+        raise ApiError(
+            503, "database_unavailable", "the read store is unavailable; retry"
+        ) from None
+
+
+@web.middleware
+async def request_caps_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    if len(request.query_string) > MAX_QUERY_STRING:
+        raise ApiError(
+            414, "query_too_long", f"query string over {MAX_QUERY_STRING} bytes", "query"
+        )
+    if sum(len(k) + len(v) for k, v in request.raw_headers) > MAX_HEADER_BYTES:
+        raise ApiError(431, "headers_too_large", f"headers over {MAX_HEADER_BYTES} bytes")
+    return await handler(request)  # type: ignore[no-any-return]
+
+
+async def create_query_pool(dsn: str) -> asyncpg.Pool:
+    """A pool that opens connections lazily (min_size 0), so the service starts, and answers
+    503, while PostgreSQL is down, and serves again as soon as it is back."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=0,
+        max_size=POOL_MAX,
+        timeout=CONNECT_TIMEOUT_S,
+        command_timeout=STATEMENT_TIMEOUT_S,
+        server_settings={"application_name": "microblog-query"},
+    )
+    assert pool is not None
+    return pool
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    pool = await create_pool(settings.database_url)
-    waiter = ProgressWaiter(pool, settings.database_url, settings.topic)
-    waiter.start()
+    pool = await create_query_pool(settings.database_url)
+    waiter = ProgressWaiter(pool, settings.topic)
+    hub = app[STREAM_HUB]
+    # One LISTEN connection per process, whatever the number of waits and streams.
+    listener = Listener(settings.database_url)
+    listener.on(CONSISTENCY_CHANNEL, waiter.notified, waiter.wake_all)
+    listener.on(STREAM_CHANNEL, hub.wake, hub.wake_all)
+    listener.start()
     app[POOL] = pool
     app[WAITER] = waiter
     try:
         yield
     finally:
-        await waiter.stop()
-        await pool.close()
+        hub.close()
+        await listener.stop()
+        # Bounded: a close waits for connections in use, which a dead server may never release.
+        try:
+            async with asyncio.timeout(STATEMENT_TIMEOUT_S):
+                await pool.close()
+        except TimeoutError:
+            pool.terminate()
 
 
-def create_app(settings: Settings) -> web.Application:
+async def _end_streams(app: web.Application) -> None:
+    # on_shutdown runs before aiohttp waits for open requests: long-lived streams end now, so a
+    # SIGTERM finishes within the shutdown timeout.
+    app[STREAM_HUB].close()
+
+
+def create_app(
+    settings: Settings, rate_limits: RateLimits | None = None, stream_poll_s: float = 2.0
+) -> web.Application:
     metrics = QueryMetrics()
-    # Outermost first: metrics see the final status, the error middleware renders every
-    # ApiError (the consistency wait's included) as problem+json.
+    limits = rate_limits if rate_limits is not None else RateLimits.from_env()
+    # Outermost first: metrics see the final status; the rate limiter sits outside the error
+    # middleware so error answers carry its headers; the error middleware renders every
+    # ApiError (the consistency wait's and the 503 included) as problem+json.
     app = web.Application(
-        middlewares=[metrics.middleware(), error_middleware, handlers.consistency_middleware]
+        middlewares=[
+            metrics.middleware(),
+            make_rate_limit_middleware(limits),
+            error_middleware,
+            request_caps_middleware,
+            database_unavailable_middleware,
+            handlers.consistency_middleware,
+        ]
     )
     app[SETTINGS] = settings
     app[METRICS] = metrics
+    app[STREAM_HUB] = StreamHub(poll_s=stream_poll_s)
     app.cleanup_ctx.append(_database)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", handlers.readyz)
-    app.router.add_get("/metrics", metrics.handle)
-    app.router.add_get("/v1/timelines/home", handlers.home_timeline)
-    app.router.add_get("/v1/posts/{post_id}", handlers.post)
-    app.router.add_get("/v1/users/by-username/{username}", handlers.user_by_username)
-    app.router.add_get("/v1/users/{user_id}", handlers.user_by_id)
-    app.router.add_get("/v1/users/{user_id}/posts", handlers.user_posts)
+    app.on_shutdown.append(_end_streams)
+    add = app.router.add_get
+    add("/healthz", healthz)
+    add("/readyz", handlers.readyz)
+    add("/metrics", metrics.handle)
+    add("/openapi.json", openapi_handler(openapi.document()))
+    add("/v1/timelines/home", handlers.home_timeline)
+    add("/v1/timelines/public", handlers.public_timeline)
+    add("/v1/timelines/tag/{tag}", handlers.tag_timeline)
+    add("/v1/posts/{post_id}", handlers.post)
+    add("/v1/posts/{post_id}/context", handlers.context)
+    add("/v1/posts/{post_id}/history", handlers.history)
+    add("/v1/users/by-username/{username}", handlers.user_by_username)
+    add("/v1/users/{user_id}", handlers.user_by_id)
+    add("/v1/users/{user_id}/posts", handlers.user_posts)
+    add("/v1/users/{user_id}/followers", accounts.followers)
+    add("/v1/users/{user_id}/following", accounts.following)
+    add("/v1/relationships", accounts.relationships)
+    add("/v1/follow_requests", accounts.follow_requests)
+    add("/v1/audiences", accounts.audiences)
+    add("/v1/audiences/{audience_id}/members", accounts.audience_members)
+    add("/v1/notifications", notifications.notifications)
+    add("/v1/search", handlers.search)
+    add("/v1/streaming/home", streaming.home_stream)
     return app

@@ -1,26 +1,23 @@
-"""HTTP handlers of the query service: parse, read, decide with the policy, encode once.
-
-Ids go out as decimal strings (63-bit ids lose precision as JavaScript numbers), times as
-ISO-8601 UTC.
-"""
+"""HTTP handlers of the query service for posts and timelines: parse, read, decide with the
+policy, encode once. Accounts, notifications and streaming have modules of their own."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any, Final, cast
 
 import asyncpg
-import msgspec
 from aiohttp import web
 
-from services.query import repository
+from services.query import repository, views
 from services.query.consistency import ProgressWaiter
 from services.query.metrics import QueryMetrics
-from services.query.pagination import Page, link_header, parse_page
-from services.query.policy import PostFacts, can_view
-from shared.http import ApiError, bearer_user, json_response, not_found, parse_id
+from services.query.pagination import Page, UuidPage, link_header, parse_page
+from services.query.policy import can_view
+from shared.auth import token_revoked, verify_token
+from shared.http import ApiError, json_response, not_found, parse_id
 from shared.kafka import Position
 from shared.settings import Settings
 
@@ -31,102 +28,183 @@ METRICS: Final = web.AppKey("metrics", QueryMetrics)
 
 POSITION_HEADER: Final = "X-Consistency-Position"
 READY_TIMEOUT_S: Final = 2.0
+# Thread caps (schemas/semantics.md): they bound the work one context request can cause.
+MAX_ANCESTORS: Final = 40
+MAX_DESCENDANTS: Final = 200
+MAX_THREAD_DEPTH: Final = 100
+MAX_QUERY_CHARS: Final = 200
+_TAG: Final = re.compile(r"\w{1,100}")
 
 
-class Author(msgspec.Struct):
-    user_id: str
-    username: str
-    display_name: str
+# ------------------------------------------------------------------ shared helpers
 
 
-class Item(msgspec.Struct):
-    post_id: str
-    author: Author
-    text: str
-    created_at: datetime
+async def _authenticate(request: web.Request, required: bool) -> int | None:
+    """The acting user from `Authorization: Bearer <token>`: signature and expiry checked
+    without the database (shared.auth), then one primary-key probe for a logout."""
+    header = request.headers.get("Authorization", "")
+    if not header:
+        if required:
+            raise ApiError(401, "unauthorized", "Authorization: Bearer <token> required")
+        return None
+    scheme, _, token = header.partition(" ")
+    secret = request.app[SETTINGS].token_secret
+    claims = verify_token(secret, token.strip()) if scheme.lower() == "bearer" else None
+    if claims is None or await token_revoked(request.app[POOL], claims):
+        raise ApiError(401, "invalid_token", "token is invalid, expired or revoked")
+    return claims.user_id
 
 
-class UserProfile(msgspec.Struct):
-    user_id: str
-    username: str
-    display_name: str
-    created_at: datetime
-    followers_count: int
-    following_count: int
-    posts_count: int
-
-
-def _author(row: asyncpg.Record, id_column: str) -> Author:
-    return Author(str(row[id_column]), row["username"], row["display_name"])
-
-
-def _item(row: asyncpg.Record, author: Author) -> Item:
-    return Item(str(row["post_id"]), author, row["text"], row["created_at"])
-
-
-def _page(
-    request: web.Request, page: Page, rows: Sequence[asyncpg.Record], items: list[Item]
-) -> web.Response:
-    link = link_header(request.url, page, [r["post_id"] for r in rows])
-    return json_response(items, headers={"Link": link} if link else None)
-
-
-def _viewer(request: web.Request) -> int | None:
+async def viewer_of(request: web.Request) -> int | None:
     """The signed-in viewer, None when anonymous; a bad token is a 401 even where optional."""
-    return bearer_user(request, request.app[SETTINGS].token_secret, required=False)
+    return await _authenticate(request, required=False)
 
 
-def _signed_in(request: web.Request) -> int:
-    # required=True raises 401 instead of answering None.
-    return cast(int, bearer_user(request, request.app[SETTINGS].token_secret, required=True))
+async def signed_in(request: web.Request) -> int:
+    return cast(int, await _authenticate(request, required=True))
+
+
+def page_response(
+    request: web.Request, page: Page | UuidPage, keys: Sequence[object], body: object
+) -> web.Response:
+    link = link_header(request.url, page, keys)
+    return json_response(body, headers={"Link": link} if link else None)
+
+
+def _items(
+    request: web.Request, page: Page, rows: Sequence[asyncpg.Record], viewer: int | None
+) -> web.Response:
+    return page_response(
+        request, page, [r["key"] for r in rows], [views.item(r, viewer) for r in rows]
+    )
+
+
+async def visible_user(request: web.Request, viewer: int | None) -> int:
+    """The path's user id, if the user exists and no block stands between them and the viewer.
+
+    Otherwise 404 like an unknown user (invariant 5): an empty list would tell a blocked viewer
+    that the account exists and is blocking them.
+    """
+    user_id = parse_id(request.match_info["user_id"], "user_id")
+    row = await repository.user(request.app[POOL], viewer, user_id)
+    if row is None or row["blocked"]:
+        raise not_found("user")
+    return user_id
+
+
+async def viewable_post(request: web.Request, viewer: int | None) -> asyncpg.Record:
+    """The path's post if `can_view` lets the viewer see it; else 404, never 403."""
+    post_id = parse_id(request.match_info["post_id"], "post_id")
+    pool = request.app[POOL]
+    row = (await repository.posts_by_ids(pool, [post_id])).get(post_id)
+    if row is None:
+        raise not_found("post")
+    facts = views.post_facts(row)
+    relations = await repository.relations(
+        pool, viewer, [facts.author_id], [] if facts.audience_id is None else [facts.audience_id]
+    )
+    if not can_view(viewer, facts, relations):
+        raise not_found("post")  # the same answer as a missing post
+    return row
+
+
+# ------------------------------------------------------------------ timelines
 
 
 async def home_timeline(request: web.Request) -> web.Response:
-    viewer = _signed_in(request)
+    viewer = await signed_in(request)
     page = parse_page(request.query)
-    rows = await repository.home_timeline(request.app[POOL], viewer, page)
-    return _page(request, page, rows, [_item(r, _author(r, "author_id")) for r in rows])
+    return _items(
+        request, page, await repository.home_timeline(request.app[POOL], viewer, page), viewer
+    )
 
 
 async def user_posts(request: web.Request) -> web.Response:
-    user_id = parse_id(request.match_info["user_id"], "user_id")
-    viewer = _viewer(request)
+    viewer = await viewer_of(request)
+    user_id = await visible_user(request, viewer)
     page = parse_page(request.query)
-    pool = request.app[POOL]
-    user = await repository.author(pool, user_id, viewer)
-    # Asked about a public post of this author: if even that is hidden from the viewer, the
-    # whole list is, and it answers 404 like the user did not exist (invariant 5). An empty
-    # list would tell a blocked viewer that the account exists and is blocking them.
-    if user is None or not can_view(
-        viewer, PostFacts(author_id=user_id), repository.relations_from_row(user, user_id)
-    ):
-        raise not_found("user")
-    rows = await repository.author_posts(pool, user_id, viewer, page)
-    author = _author(user, "user_id")
-    return _page(request, page, rows, [_item(r, author) for r in rows])
+    rows = await repository.user_posts(request.app[POOL], viewer, user_id, page)
+    return _items(request, page, rows, viewer)
+
+
+async def public_timeline(request: web.Request) -> web.Response:
+    viewer = await viewer_of(request)
+    page = parse_page(request.query)
+    return _items(
+        request, page, await repository.public_timeline(request.app[POOL], viewer, page), viewer
+    )
+
+
+async def tag_timeline(request: web.Request) -> web.Response:
+    viewer = await viewer_of(request)
+    tag = request.match_info["tag"].removeprefix("#")
+    if not _TAG.fullmatch(tag):
+        raise ApiError(422, "invalid_field", "tag must be 1-100 letters, digits or _", "tag")
+    page = parse_page(request.query)
+    rows = await repository.tag_timeline(request.app[POOL], viewer, tag.lower(), page)
+    return _items(request, page, rows, viewer)
+
+
+# ------------------------------------------------------------------ one post
 
 
 async def post(request: web.Request) -> web.Response:
-    post_id = parse_id(request.match_info["post_id"], "post_id")
-    viewer = _viewer(request)
-    row = await repository.post(request.app[POOL], post_id, viewer)
-    if row is None:
-        raise not_found("post")
-    author_id: int = row["author_id"]
-    relations = repository.relations_from_row(row, author_id)
-    if not can_view(viewer, PostFacts(author_id=author_id), relations):
-        raise not_found("post")  # the same answer as a missing post: 404, never 403
-    return json_response(_item(row, _author(row, "author_id")))
+    viewer = await viewer_of(request)
+    return json_response(views.item(await viewable_post(request, viewer), viewer))
+
+
+async def context(request: web.Request) -> web.Response:
+    viewer = await viewer_of(request)
+    root = await viewable_post(request, viewer)
+    pool = request.app[POOL]
+    up = list(reversed(await repository.ancestors(pool, root["post_id"], MAX_ANCESTORS)))
+    down = await repository.descendants(pool, root["post_id"], MAX_DESCENDANTS, MAX_THREAD_DEPTH)
+    rows = await repository.posts_by_ids(pool, [*up, *down])
+    facts = {pid: views.post_facts(r) for pid, r in rows.items()}
+    relations = await repository.relations(
+        pool,
+        viewer,
+        [f.author_id for f in facts.values()],
+        [f.audience_id for f in facts.values() if f.audience_id is not None],
+    )
+
+    def shown(ids: list[int]) -> list[views.Item]:
+        # Each post on its own: a reply stays visible under a parent the viewer cannot see.
+        return [
+            views.item(rows[pid], viewer)
+            for pid in ids
+            if pid in rows and can_view(viewer, facts[pid], relations)
+        ]
+
+    return json_response(views.Context(ancestors=shown(up), descendants=shown(down)))
+
+
+async def history(request: web.Request) -> web.Response:
+    viewer = await viewer_of(request)
+    row = await viewable_post(request, viewer)
+    versions = [
+        views.Version(r["version"], r["text"], views.raw_json(r["media"]), r["created_at"])
+        for r in await repository.history(request.app[POOL], row["post_id"])
+    ]
+    if not versions:  # a post never edited may have no version rows: it is its own version 0
+        versions = [views.Version(0, row["text"], views.raw_json(row["media"]), row["created_at"])]
+    return json_response(versions)
+
+
+# ------------------------------------------------------------------ profiles and search
 
 
 def _profile(row: asyncpg.Record | None) -> web.Response:
     if row is None:
         raise not_found("user")
     return json_response(
-        UserProfile(
+        views.UserProfile(
             user_id=str(row["user_id"]),
             username=row["username"],
             display_name=row["display_name"],
+            bio=row["bio"],
+            avatar_url=row["avatar_url"],
+            locked=row["locked"],
             created_at=row["created_at"],
             followers_count=row["followers_count"],
             following_count=row["following_count"],
@@ -143,6 +221,34 @@ async def user_by_id(request: web.Request) -> web.Response:
 async def user_by_username(request: web.Request) -> web.Response:
     username = request.match_info["username"]
     return _profile(await repository.profile_by_username(request.app[POOL], username))
+
+
+async def search(request: web.Request) -> web.Response:
+    viewer = await viewer_of(request)
+    q = request.query.get("q", "")
+    if not q.strip() or len(q) > MAX_QUERY_CHARS:
+        raise ApiError(422, "invalid_field", f"q must be 1-{MAX_QUERY_CHARS} characters", "q")
+    kind = request.query.get("type")
+    if kind not in (None, "posts", "accounts"):
+        raise ApiError(422, "invalid_field", "type must be posts or accounts", "type")
+    page = parse_page(request.query)
+    pool = request.app[POOL]
+    posts = [] if kind == "accounts" else await repository.search_posts(pool, viewer, q, page)
+    prefix = q.strip().lstrip("@")
+    accounts = (
+        []
+        if kind == "posts" or not prefix
+        else await repository.search_accounts(pool, viewer, prefix, page)
+    )
+    body = views.SearchResults(
+        accounts=[views.account(r) for r in accounts], posts=[views.item(r, viewer) for r in posts]
+    )
+    # Pages are well defined for one kind at a time; a mixed answer has no Link.
+    keys = [r["key"] for r in (posts if kind == "posts" else accounts)] if kind else []
+    return page_response(request, page, keys, body)
+
+
+# ------------------------------------------------------------------ service endpoints
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -6,6 +6,7 @@ range bound: no OFFSET, and a page costs the same however deep it is.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Final
 
@@ -53,7 +54,36 @@ def parse_page(query: Mapping[str, str]) -> Page:
     )
 
 
-def link_header(url: URL, page: Page, ids: Sequence[int]) -> str | None:
+class UuidPage(msgspec.Struct, frozen=True, kw_only=True):
+    """A page keyed by UUIDs (notifications: the causing event's UUIDv7, so time-ordered)."""
+
+    limit: int = DEFAULT_LIMIT
+    max_id: uuid.UUID = uuid.UUID(int=(1 << 128) - 1)
+    since_id: uuid.UUID = uuid.UUID(int=0)
+
+
+def parse_uuid(value: str, field: str) -> uuid.UUID:
+    # The canonical 36-character form only: uuid.UUID also accepts braces and "urn:uuid:".
+    if len(value) != 36:
+        raise ApiError(422, "invalid_id", f"{field} must be a UUID", field)
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise ApiError(422, "invalid_id", f"{field} must be a UUID", field) from None
+
+
+def parse_uuid_page(query: Mapping[str, str]) -> UuidPage:
+    max_id = query.get("max_id")
+    since_id = query.get("since_id")
+    default = UuidPage()
+    return UuidPage(
+        limit=parse_limit(query.get("limit")),
+        max_id=default.max_id if max_id is None else parse_uuid(max_id, "max_id"),
+        since_id=default.since_id if since_id is None else parse_uuid(since_id, "since_id"),
+    )
+
+
+def link_header(url: URL, page: Page | UuidPage, ids: Sequence[object]) -> str | None:
     """The `Link` header for a page of `ids` (newest first) served from absolute `url`.
 
     "next" (older) only when the page is full: a short page proves nothing older is left.
@@ -61,10 +91,12 @@ def link_header(url: URL, page: Page, ids: Sequence[int]) -> str | None:
     """
     if not ids:
         return None
+    # Other parameters (a search's q, type) carry over; the paging ones are replaced.
+    kept = [(k, v) for k, v in url.query.items() if k not in ("limit", "max_id", "since_id")]
     links = []
     if len(ids) >= page.limit:
-        older = url.with_query({"limit": str(page.limit), "max_id": str(ids[-1])})
+        older = url.with_query([*kept, ("limit", str(page.limit)), ("max_id", str(ids[-1]))])
         links.append(f'<{older}>; rel="next"')
-    newer = url.with_query({"limit": str(page.limit), "since_id": str(ids[0])})
+    newer = url.with_query([*kept, ("limit", str(page.limit)), ("since_id", str(ids[0]))])
     links.append(f'<{newer}>; rel="prev"')
     return ", ".join(links)

@@ -1,58 +1,76 @@
-"""Who may see which post (invariant 5): one pure decision, and its SQL twin for bulk reads.
+"""The SQL twins of shared.policy (invariant 5) for reads that return pages.
 
-`can_view` is the rule. Single-post reads fetch the facts (`PostFacts`, `Relations`) and call it.
-Bulk reads cannot fetch a page and then drop rows in Python without breaking keyset pagination
-(a page would come back short), so they filter in SQL with `visible_sql`, which must accept
-exactly the posts `can_view` accepts; tests/integration/test_query_policy.py checks the two
-agree over every combination of viewer and block state. Change them together.
+`shared.policy.can_view` / `shows_in_feed` are the rule. Single-post reads fetch the facts
+(`PostFacts`, `Relations`) and call them. Pages cannot fetch rows and then drop some in Python
+without breaking keyset pagination (a page would come back short), so they filter in SQL with
+the conditions below, which must accept exactly the posts the pure functions accept;
+tests/integration/test_query_policy_sql.py checks them against every cell of the matrix in
+tests/unit/test_policy_matrix.py. Change them together.
 
-Growing the policy: a visibility kind (public/followers/audience/direct) becomes a field of
-`PostFacts`; follows and mutes become sets in `Relations`; each new rule is a line in `can_view`
-and a conjunct in `visible_sql`.
+Every argument is a trusted SQL snippet written in our own queries (a parameter placeholder such
+as `$1::bigint`, or a table alias), never user input. Each condition is TRUE or FALSE, never
+NULL, even for an anonymous (NULL) viewer, so it can be negated safely.
 """
 
 from __future__ import annotations
 
-import msgspec
+from shared.policy import PostFacts, Relations, can_view, is_muted, shows_in_feed
+
+__all__ = [
+    "PostFacts",
+    "Relations",
+    "blocked_sql",
+    "can_view",
+    "feed_sql",
+    "is_muted",
+    "muted_sql",
+    "shows_in_feed",
+    "visible_sql",
+]
 
 
-class PostFacts(msgspec.Struct, frozen=True, kw_only=True):
-    """What the policy needs to know about a post."""
-
-    author_id: int
-
-
-class Relations(msgspec.Struct, frozen=True, kw_only=True):
-    """The viewer's relations that matter to the posts being decided.
-
-    `blocked`: ids of users with an active block between them and the viewer, in either
-    direction. Loaders may restrict it to the authors at hand; that changes no decision.
-    """
-
-    blocked: frozenset[int] = frozenset()
-
-
-def can_view(viewer_id: int | None, post: PostFacts, relations: Relations) -> bool:
-    """True when `viewer_id` (None: anonymous) may see `post`."""
-    if viewer_id is None:
-        # Blocks bind accounts, and an anonymous reader has none; every post is public today.
-        return True
-    if viewer_id == post.author_id:
-        return True
-    return post.author_id not in relations.blocked
-
-
-def visible_sql(viewer: str, author: str) -> str:
-    """A SQL condition that holds exactly when `can_view` would answer True.
-
-    `viewer` is a bigint parameter placeholder (NULL for anonymous), `author` the column that
-    holds the post's author id. Both are trusted SQL snippets written in our own queries, never
-    user input. Each NOT EXISTS is one primary-key probe of `blocks`.
-    """
+def blocked_sql(viewer: str, user: str) -> str:
+    """An active block between the viewer and `user`, in either direction (anonymous: none).
+    Each EXISTS is one primary-key probe of `blocks`."""
     return (
-        f"({viewer} IS NULL OR {author} = {viewer} OR ("
-        f"NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = {viewer}"
-        f" AND b.blocked_id = {author} AND b.active)"
-        f" AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = {author}"
+        f"({viewer} IS NOT NULL AND (EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = {viewer}"
+        f" AND b.blocked_id = {user} AND b.active)"
+        f" OR EXISTS (SELECT 1 FROM blocks b WHERE b.blocker_id = {user}"
         f" AND b.blocked_id = {viewer} AND b.active)))"
+    )
+
+
+def muted_sql(viewer: str, user: str) -> str:
+    """The viewer mutes `user` with a mute not yet expired (`is_muted`, checked at read time)."""
+    return (
+        f"({viewer} IS NOT NULL AND EXISTS (SELECT 1 FROM mutes m WHERE m.muter_id = {viewer}"
+        f" AND m.muted_id = {user} AND m.active"
+        " AND (m.expires_at IS NULL OR m.expires_at > now())))"
+    )
+
+
+def visible_sql(viewer: str, post: str = "p") -> str:
+    """`can_view(viewer, post)` for the `posts` row aliased `post`."""
+    author = f"{post}.author_id"
+    return (
+        f"(({viewer} IS NOT NULL AND {author} = {viewer}) OR (NOT {blocked_sql(viewer, author)}"
+        f" AND ({post}.visibility IN ('public', 'unlisted')"
+        f" OR ({post}.visibility = 'followers' AND {viewer} IS NOT NULL"
+        f" AND ({viewer} = ANY({post}.mentions) OR EXISTS (SELECT 1 FROM follows f"
+        f" WHERE f.follower_id = {viewer} AND f.followee_id = {author} AND f.active)))"
+        f" OR ({post}.visibility = 'audience' AND {viewer} IS NOT NULL"
+        f" AND EXISTS (SELECT 1 FROM audience_members am"
+        f" WHERE am.audience_id = {post}.audience_id AND am.member_id = {viewer}))"
+        f" OR ({post}.visibility = 'direct' AND {viewer} IS NOT NULL"
+        f" AND {viewer} = ANY({post}.mentions)))))"
+    )
+
+
+def feed_sql(viewer: str, post: str = "p") -> str:
+    """`shows_in_feed(viewer, post, now())`: visible, and the author is not muted (own posts
+    always show)."""
+    author = f"{post}.author_id"
+    return (
+        f"({visible_sql(viewer, post)} AND (({viewer} IS NOT NULL AND {author} = {viewer})"
+        f" OR NOT {muted_sql(viewer, author)}))"
     )

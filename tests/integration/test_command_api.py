@@ -395,9 +395,11 @@ async def test_health_and_readiness(client: Client) -> None:
         assert resp.status == 200, await resp.text()
 
 
-async def test_broker_failure_is_503_and_leaves_no_row(
+async def test_broker_failure_is_503_and_the_event_waits_for_the_relay(
     settings: Settings, db: asyncpg.Connection
 ) -> None:
+    """The log goes away: the command answers 503 quickly, and its decided event stays recorded
+    (with its command-side rows) for a retry or the relay, never half-applied."""
     quick = msgspec.structs.replace(settings, produce_timeout_s=2.0)
     async with TestClient(TestServer(create_app(quick))) as c:
         user_id, token = await signup(c)
@@ -409,7 +411,13 @@ async def test_broker_failure_is_503_and_leaves_no_row(
             c, "POST", "/v1/accounts", {"username": name, "password": PASSWORD}
         )
         assert (status, problem["code"]) == (503, "log_unavailable")
-    assert (
-        await db.fetchval("SELECT count(*) FROM cmd_posts WHERE author_id = $1", int(user_id)) == 0
+    rows = await db.fetch(
+        "SELECT pending_events FROM cmd_idempotency WHERE pending_events IS NOT NULL"
     )
-    assert await db.fetchval("SELECT count(*) FROM cmd_accounts WHERE username = $1", name) == 0
+    pending = [codec.decode(e) for r in rows for e in r["pending_events"]]
+    posts = [e for e in pending if isinstance(e, PostCreated) and e.data.author_id == int(user_id)]
+    users = [e for e in pending if isinstance(e, UserRegistered) and e.data.username == name]
+    assert [p.data.text for p in posts] == ["lost"] and len(users) == 1
+    assert (
+        await db.fetchval("SELECT count(*) FROM cmd_posts WHERE author_id = $1", int(user_id)) == 1
+    )

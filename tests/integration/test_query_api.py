@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -49,21 +50,130 @@ class Seed:
         )
         return user_id
 
-    async def post(self, author_id: int, text: str = "hello", readers: tuple[int, ...] = ()) -> int:
+    async def post(
+        self,
+        author_id: int,
+        text: str = "hello",
+        readers: tuple[int, ...] = (),
+        *,
+        visibility: str = "public",
+        audience_id: int | None = None,
+        mentions: tuple[int, ...] = (),
+        hashtags: tuple[str, ...] = (),
+        in_reply_to_id: int | None = None,
+        conversation_id: int | None = None,
+        post_id: int | None = None,
+    ) -> int:
         """A post, fanned out to its author's and the given readers' home timelines."""
-        post_id = _ids.next_id()
+        post_id = post_id or _ids.next_id()
+        names = [
+            await self.conn.fetchval("SELECT username FROM users WHERE user_id = $1", m)
+            for m in mentions
+        ]
         await self.conn.execute(
-            "INSERT INTO posts (post_id, author_id, text, created_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO posts (post_id, author_id, text, created_at, visibility, audience_id,"
+            " mentions, mention_names, hashtags, in_reply_to_id, conversation_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             post_id,
             author_id,
             text,
             snowflake_time(post_id),
+            visibility,
+            audience_id,
+            list(mentions),
+            names,
+            list(hashtags),
+            in_reply_to_id,
+            conversation_id or post_id,
         )
+        if visibility == "public":
+            await self.conn.executemany(
+                "INSERT INTO post_tags (tag, post_id) VALUES ($1, $2)",
+                [(tag, post_id) for tag in hashtags],
+            )
         await self.conn.executemany(
             "INSERT INTO home_timeline (user_id, post_id, author_id) VALUES ($1, $2, $3)",
             [(reader, post_id, author_id) for reader in (author_id, *readers)],
         )
         return post_id
+
+    async def repost(self, reposter: int, post_id: int, readers: tuple[int, ...] = ()) -> int:
+        repost_id = _ids.next_id()
+        await self.conn.execute(
+            "INSERT INTO reposts (repost_id, post_id, reposter_id, created_at)"
+            " VALUES ($1, $2, $3, now())",
+            repost_id,
+            post_id,
+            reposter,
+        )
+        await self.conn.executemany(
+            "INSERT INTO home_timeline (user_id, post_id, author_id, reposted_post_id)"
+            " VALUES ($1, $2, $3, $4)",
+            [(reader, repost_id, reposter, post_id) for reader in (reposter, *readers)],
+        )
+        return repost_id
+
+    async def mute(self, muter: int, muted: int, expires_at: datetime | None = None) -> None:
+        await self.conn.execute(
+            "INSERT INTO mutes (muter_id, muted_id, active, expires_at, version)"
+            " VALUES ($1, $2, true, $3, $4)",
+            muter,
+            muted,
+            expires_at,
+            uuid7(),
+        )
+
+    async def audience(self, owner: int, name: str, members: tuple[int, ...] = ()) -> int:
+        audience_id = _ids.next_id()
+        await self.conn.execute(
+            "INSERT INTO audiences (audience_id, owner_id, name, created_at)"
+            " VALUES ($1, $2, $3, now())",
+            audience_id,
+            owner,
+            name,
+        )
+        await self.conn.executemany(
+            "INSERT INTO audience_members (audience_id, member_id) VALUES ($1, $2)",
+            [(audience_id, m) for m in members],
+        )
+        return audience_id
+
+    async def notification(
+        self, user: int, kind: str, actor: int, post_id: int | None = None
+    ) -> uuid.UUID:
+        event_id = uuid7()
+        await self.conn.execute(
+            "INSERT INTO notifications (user_id, event_id, kind, actor_id, post_id, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, now())",
+            user,
+            event_id,
+            kind,
+            actor,
+            post_id,
+        )
+        return event_id
+
+    async def like(self, user: int, post_id: int) -> None:
+        await self.conn.execute(
+            "INSERT INTO likes (post_id, user_id, created_at) VALUES ($1, $2, now())",
+            post_id,
+            user,
+        )
+
+    async def delete(self, post_id: int) -> None:
+        """A delete as the projector applies it: the post leaves everything, a tombstone stays."""
+        author = await self.conn.fetchval(
+            "DELETE FROM posts WHERE post_id = $1 RETURNING author_id", post_id
+        )
+        await self.conn.execute(
+            "DELETE FROM home_timeline WHERE post_id = $1 OR reposted_post_id = $1", post_id
+        )
+        await self.conn.execute(
+            "INSERT INTO post_tombstones (post_id, author_id, deleted_at)"
+            " VALUES ($1, $2, clock_timestamp())",
+            post_id,
+            author,
+        )
 
     async def follow(self, follower: int, followee: int, active: bool = True) -> None:
         await self.conn.execute(
@@ -148,9 +258,26 @@ async def test_home_timeline_newest_first_with_pages_and_links(
     item = body[1]
     assert item == {
         "post_id": str(theirs[-1]),
-        "author": {"user_id": str(author), "username": username, "display_name": "The Author"},
+        "author": {
+            "user_id": str(author),
+            "username": username,
+            "display_name": "The Author",
+            "avatar_url": None,
+        },
         "text": "post 4",
         "created_at": item["created_at"],
+        "edited_at": None,
+        "visibility": "public",
+        "in_reply_to_id": None,
+        "conversation_id": str(theirs[-1]),
+        "quote_of_id": None,
+        "mentions": [],
+        "hashtags": [],
+        "links": [],
+        "media": [],
+        "replies_count": 0,
+        "reposts_count": 0,
+        "likes_count": 0,
     }
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", item["created_at"])
 
@@ -328,6 +455,9 @@ async def test_profiles_with_counts(client: TestClient[Any, Any], seed: Seed) ->
         "user_id": str(user),
         "username": name,
         "display_name": "Mixed",
+        "bio": "",
+        "avatar_url": None,
+        "locked": False,
         "followers_count": 2,
         "following_count": 1,
         "posts_count": 3,

@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 
 from services.query.consistency import CHANNEL, ProgressWaiter
+from services.query.listener import Listener
 from shared.db import create_pool
 from shared.kafka import Position
 from shared.settings import Settings
@@ -58,8 +59,10 @@ async def test_notify_wakes_the_waiter_before_its_next_poll(
 ) -> None:
     topic = unique_name("notify_events")
     # Polls so rare that only the notification can end the wait in time.
-    waiter = ProgressWaiter(pool, settings.database_url, topic, first_delay_s=30, max_delay_s=30)
-    waiter.start()
+    waiter = ProgressWaiter(pool, topic, first_delay_s=30, max_delay_s=30)
+    listener = Listener(settings.database_url)
+    listener.on(CHANNEL, waiter.notified, waiter.wake_all)
+    listener.start()
     try:
         await _listening(db)
         await db.execute(
@@ -87,14 +90,14 @@ async def test_notify_wakes_the_waiter_before_its_next_poll(
         await _advance(db, topic, 7, f"{topic}:2:7")
         assert await asyncio.wait_for(waiting, 1.0) is True
     finally:
-        await waiter.stop()
+        await listener.stop()
 
 
 async def test_without_notify_polling_still_answers(
     pool: asyncpg.Pool, db: asyncpg.Connection, settings: Settings
 ) -> None:
     topic = unique_name("poll_events")
-    waiter = ProgressWaiter(pool, settings.database_url, topic)  # never started: no LISTEN
+    waiter = ProgressWaiter(pool, topic)  # no Listener: polling only
     assert await waiter.passed(Position(0, 0), timeout_s=0.2) is False
     await db.execute(
         "INSERT INTO projector_offsets (topic, partition, next_offset) VALUES ($1, 0, 1)", topic

@@ -84,14 +84,12 @@ async def test_sql_filter_and_can_view_agree(
     expected = can_view(viewer, PostFacts(author_id=author), facts)
 
     # Single-post path: facts fetched by SQL, decided by can_view.
-    row = await repository.post(db, post_id, viewer)
-    assert row is not None
     single = can_view(
-        viewer, PostFacts(author_id=author), repository.relations_from_row(row, author)
+        viewer, PostFacts(author_id=author), await repository.relations(db, viewer, [author])
     )
     # Bulk paths: decided by the SQL twin.
     in_author_posts = post_id in [
-        r["post_id"] for r in await repository.author_posts(db, author, viewer, Page())
+        r["post_id"] for r in await repository.user_posts(db, viewer, author, Page())
     ]
     assert (single, in_author_posts) == (expected, expected)
     if viewer is not None:

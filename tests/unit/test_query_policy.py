@@ -1,4 +1,6 @@
-"""Invariant 5: one pure function decides who sees a post (services/query/policy.py).
+"""Invariant 5: one pure function decides who sees a post (shared.policy, re-exported by
+services/query/policy.py next to its SQL twins); block cases. The full matrix is in
+tests/unit/test_policy_matrix.py.
 
 Agreement of its SQL twin with it is checked against real PostgreSQL in
 tests/integration/test_query_policy.py.

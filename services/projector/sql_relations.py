@@ -1,0 +1,300 @@
+"""SQL of the relations side of the projection: follows and follow requests, blocks,
+mutes, audiences, the merges and removals they cause in home timelines, and trimming.
+"""
+
+from __future__ import annotations
+
+from services.projector.sql_posts import TOUCHED
+
+UPSERT_FOLLOW = """
+INSERT INTO follows AS f (follower_id, followee_id, active, version, since)
+VALUES ($1, $2,
+        $3 AND NOT EXISTS (
+            SELECT 1 FROM blocks b
+             WHERE ((b.blocker_id = $1 AND b.blocked_id = $2)
+                 OR (b.blocker_id = $2 AND b.blocked_id = $1))
+               AND b.last_block_version > $4),
+        $4, $5)
+ON CONFLICT (follower_id, followee_id) DO UPDATE
+   SET active = EXCLUDED.active, version = EXCLUDED.version, since = EXCLUDED.since
+ WHERE f.version < EXCLUDED.version
+"""
+
+# Any answer to a request (approval, rejection, withdrawal) ends it and its notification.
+END_REQUEST = (
+    """
+WITH req AS (
+    DELETE FROM follow_requests WHERE follower_id = $1 AND followee_id = $2 AND version < $3
+), w AS (
+    DELETE FROM notifications
+     WHERE user_id = $2 AND actor_id = $1 AND kind = 'follow_request' AND event_id < $3
+    RETURNING user_id
+)"""
+    + TOUCHED
+)
+
+FOLLOW_ACTIVE = "SELECT active FROM follows WHERE follower_id = $1 AND followee_id = $2"
+
+# The followee's recent posts the follower may view; a merged post replaces reposts of it.
+MERGE_RECENT = (
+    """
+WITH m AS (
+    INSERT INTO home_timeline (user_id, post_id, author_id)
+    SELECT $1, p.post_id, p.author_id FROM (
+        SELECT post_id, author_id FROM posts p
+         WHERE author_id = $2
+           AND (visibility IN ('public', 'unlisted', 'followers')
+                OR (visibility = 'direct' AND $1 = ANY(mentions))
+                OR (visibility = 'audience' AND EXISTS (
+                    SELECT 1 FROM audience_members am
+                     WHERE am.audience_id = p.audience_id AND am.member_id = $1)))
+         ORDER BY post_id DESC LIMIT $3
+    ) p
+    ORDER BY p.post_id
+    ON CONFLICT DO NOTHING
+    RETURNING user_id, post_id
+), d AS (
+    DELETE FROM home_timeline h USING m
+     WHERE h.user_id = $1 AND h.reposted_post_id = m.post_id
+    RETURNING h.user_id
+), w AS (SELECT user_id FROM m UNION ALL SELECT user_id FROM d)"""
+    + TOUCHED
+)
+
+# The followee's recent reposts, under the same once-per-timeline rule as the repost fan-out.
+MERGE_REPOSTS = (
+    """
+WITH r AS (
+    SELECT r.repost_id, r.reposter_id, r.post_id
+      FROM reposts r JOIN posts p ON p.post_id = r.post_id
+     WHERE r.reposter_id = $2 AND p.visibility IN ('public', 'unlisted')
+     ORDER BY r.repost_id DESC LIMIT $3
+), ins AS (
+    INSERT INTO home_timeline (user_id, post_id, author_id, reposted_post_id)
+    SELECT $1, r.repost_id, r.reposter_id, r.post_id FROM r
+     WHERE NOT EXISTS (SELECT 1 FROM home_timeline h WHERE h.user_id = $1 AND h.post_id = r.post_id)
+       AND NOT EXISTS (SELECT 1 FROM home_timeline h
+                        WHERE h.user_id = $1 AND h.reposted_post_id = r.post_id
+                          AND h.post_id < r.repost_id)
+     ORDER BY r.repost_id
+    ON CONFLICT DO NOTHING
+    RETURNING user_id, post_id, reposted_post_id
+), del AS (
+    DELETE FROM home_timeline h USING ins
+     WHERE h.user_id = $1 AND h.reposted_post_id = ins.reposted_post_id
+       AND h.post_id > ins.post_id
+    RETURNING h.user_id
+), w AS (SELECT user_id FROM ins UNION ALL SELECT user_id FROM del)"""
+    + TOUCHED
+)
+
+# Rows a follow delivered: the author's public/unlisted/followers posts and their reposts.
+# Audience and direct posts came by membership or mention and stay (reads apply blocks).
+_FOLLOW_DELIVERED = """(h.reposted_post_id IS NOT NULL OR NOT EXISTS (
+        SELECT 1 FROM posts p WHERE p.post_id = h.post_id
+           AND p.visibility IN ('audience', 'direct')))"""
+
+# Returns (user, original post) of every removed row: reposts of those originals by accounts
+# the user still follows may show now (RESTORE_REPOSTS).
+REMOVE_AUTHOR = f"""
+DELETE FROM home_timeline h WHERE h.user_id = $1 AND h.author_id = $2
+   AND {_FOLLOW_DELIVERED}
+RETURNING h.user_id, coalesce(h.reposted_post_id, h.post_id) AS original
+"""
+
+# A post shows once per timeline, so a repost was skipped while the original (or an earlier
+# repost of it) was there. When those rows go, the earliest remaining repost by someone the
+# user follows takes their place: the timeline ends as if the removed rows had never come,
+# whatever order partitions were projected in (invariant 4).
+RESTORE_REPOSTS = (
+    """
+WITH gone AS (
+    SELECT DISTINCT * FROM unnest($1::bigint[], $2::bigint[]) AS g(user_id, post_id)
+), cand AS (
+    SELECT DISTINCT ON (g.user_id, r.post_id) g.user_id, r.repost_id, r.reposter_id, r.post_id
+      FROM gone g
+      JOIN reposts r ON r.post_id = g.post_id
+      JOIN posts p ON p.post_id = r.post_id AND p.visibility IN ('public', 'unlisted')
+     WHERE r.reposter_id = g.user_id
+        OR EXISTS (SELECT 1 FROM follows f
+                    WHERE f.follower_id = g.user_id AND f.followee_id = r.reposter_id
+                      AND f.active)
+     ORDER BY g.user_id, r.post_id, r.repost_id
+), ins AS (
+    INSERT INTO home_timeline (user_id, post_id, author_id, reposted_post_id)
+    SELECT c.user_id, c.repost_id, c.reposter_id, c.post_id FROM cand c
+     WHERE NOT EXISTS (SELECT 1 FROM home_timeline h
+                        WHERE h.user_id = c.user_id AND h.post_id = c.post_id)
+       AND NOT EXISTS (SELECT 1 FROM home_timeline h
+                        WHERE h.user_id = c.user_id AND h.reposted_post_id = c.post_id
+                          AND h.post_id < c.repost_id)
+     ORDER BY c.user_id, c.repost_id
+    ON CONFLICT DO NOTHING
+    RETURNING user_id, post_id, reposted_post_id
+), del AS (
+    DELETE FROM home_timeline h USING ins
+     WHERE h.user_id = ins.user_id AND h.reposted_post_id = ins.reposted_post_id
+       AND h.post_id > ins.post_id
+    RETURNING h.user_id
+), w AS (SELECT user_id FROM ins UNION ALL SELECT user_id FROM del)"""
+    + TOUCHED
+)
+
+REQUEST_FOLLOW = """
+INSERT INTO follow_requests AS r (follower_id, followee_id, version, requested_at)
+SELECT $1, $2, $3, $4
+ WHERE NOT EXISTS (SELECT 1 FROM follows f
+                    WHERE f.follower_id = $1 AND f.followee_id = $2 AND f.version > $3)
+   AND NOT EXISTS (SELECT 1 FROM blocks b
+                    WHERE ((b.blocker_id = $1 AND b.blocked_id = $2)
+                        OR (b.blocker_id = $2 AND b.blocked_id = $1))
+                      AND b.last_block_version > $3)
+ON CONFLICT (follower_id, followee_id) DO UPDATE
+   SET version = EXCLUDED.version, requested_at = EXCLUDED.requested_at
+ WHERE r.version < EXCLUDED.version
+"""
+
+UPSERT_BLOCK = """
+INSERT INTO blocks AS b (blocker_id, blocked_id, active, version, last_block_version, since)
+VALUES ($1, $2, $3, $4::uuid, CASE WHEN $3 THEN $4::uuid ELSE $5::uuid END, $6)
+ON CONFLICT (blocker_id, blocked_id) DO UPDATE
+   SET active = EXCLUDED.active,
+       version = EXCLUDED.version,
+       since = EXCLUDED.since,
+       last_block_version = GREATEST(b.last_block_version, EXCLUDED.last_block_version)
+ WHERE b.version < EXCLUDED.version
+"""
+
+# A block ends every follow and pending request between the two people that is older than the
+# block, and the notifications between them: the older ones, and while the block stands also
+# newer ones another partition delivered first (a notification checks for an active block when
+# created, so either order ends without them).
+END_FOLLOWS = """
+WITH f AS (
+    UPDATE follows SET active = false
+     WHERE ((follower_id = $1 AND followee_id = $2) OR (follower_id = $2 AND followee_id = $1))
+       AND active AND version < $3
+), r AS (
+    DELETE FROM follow_requests
+     WHERE ((follower_id = $1 AND followee_id = $2) OR (follower_id = $2 AND followee_id = $1))
+       AND version < $3
+)
+DELETE FROM notifications
+ WHERE ((user_id = $1 AND actor_id = $2) OR (user_id = $2 AND actor_id = $1))
+   AND (event_id < $3
+        OR EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = $2 AND active))
+"""
+
+# After a block, each side's timeline loses the other's follow-delivered posts unless a follow
+# newer than the block survives (only possible in a race the command side lost; reads filter
+# blocks anyway).
+REMOVE_UNFOLLOWED = f"""
+DELETE FROM home_timeline h
+ WHERE ((h.user_id = $1 AND h.author_id = $2) OR (h.user_id = $2 AND h.author_id = $1))
+   AND {_FOLLOW_DELIVERED}
+   AND NOT EXISTS (SELECT 1 FROM follows f
+                    WHERE f.follower_id = h.user_id AND f.followee_id = h.author_id
+                      AND f.active)
+RETURNING h.user_id, coalesce(h.reposted_post_id, h.post_id) AS original
+"""
+
+# LWW register plus the start of the latest mute; then the notifications that the muted
+# account caused while the (latest) mute stood go, in whatever order they were projected.
+UPSERT_MUTE = (
+    """
+WITH m AS (
+    INSERT INTO mutes AS m (muter_id, muted_id, active, expires_at, version, last_mute_version)
+    VALUES ($1, $2, $3, $4, $5, CASE WHEN $3 THEN $5::uuid ELSE $6::uuid END)
+    ON CONFLICT (muter_id, muted_id) DO UPDATE
+       SET active = CASE WHEN m.version < EXCLUDED.version THEN EXCLUDED.active
+                         ELSE m.active END,
+           expires_at = CASE WHEN m.version < EXCLUDED.version THEN EXCLUDED.expires_at
+                             ELSE m.expires_at END,
+           version = GREATEST(m.version, EXCLUDED.version),
+           last_mute_version = GREATEST(m.last_mute_version, EXCLUDED.last_mute_version)
+    RETURNING active, expires_at, version, last_mute_version
+), w AS (
+    DELETE FROM notifications n USING m
+     WHERE n.user_id = $1 AND n.actor_id = $2
+       AND n.event_id > m.last_mute_version AND (m.active OR n.event_id < m.version)
+       AND (m.expires_at IS NULL OR m.expires_at > n.created_at)
+    RETURNING n.user_id
+)"""
+    + TOUCHED
+)
+
+UPSERT_AUDIENCE = """
+INSERT INTO audiences AS a (audience_id, owner_id, name, created_at) VALUES ($1, $2, $3, $4)
+ON CONFLICT (audience_id) DO UPDATE SET name = EXCLUDED.name WHERE NOT a.deleted
+"""
+
+# A deleted audience's posts leave its members' timelines; the audience stays as a tombstone.
+DELETE_AUDIENCE = (
+    """
+WITH a AS (
+    INSERT INTO audiences AS a (audience_id, owner_id, name, deleted, created_at)
+    VALUES ($1, $2, '', true, $3)
+    ON CONFLICT (audience_id) DO UPDATE SET deleted = true
+), w AS (
+    DELETE FROM home_timeline h USING posts p, audience_members m
+     WHERE p.audience_id = $1 AND m.audience_id = $1
+       AND h.user_id = m.member_id AND h.post_id = p.post_id AND h.user_id <> p.author_id
+    RETURNING h.user_id
+), members AS (DELETE FROM audience_members WHERE audience_id = $1)"""
+    + TOUCHED
+)
+
+ADD_MEMBER = (
+    """
+WITH live AS (
+    SELECT 1 FROM audiences WHERE audience_id = $1 AND NOT deleted
+), m AS (
+    INSERT INTO audience_members (audience_id, member_id)
+    SELECT $1, $2 FROM live
+    ON CONFLICT DO NOTHING
+), w AS (
+    INSERT INTO home_timeline (user_id, post_id, author_id)
+    SELECT $2, p.post_id, p.author_id FROM (
+        SELECT post_id, author_id FROM posts
+         WHERE audience_id = $1 AND visibility = 'audience'
+         ORDER BY post_id DESC LIMIT $3
+    ) p
+     WHERE EXISTS (SELECT 1 FROM live)
+     ORDER BY p.post_id
+    ON CONFLICT DO NOTHING
+    RETURNING user_id
+)"""
+    + TOUCHED
+)
+
+REMOVE_MEMBER = (
+    """
+WITH m AS (
+    DELETE FROM audience_members WHERE audience_id = $1 AND member_id = $2
+), w AS (
+    DELETE FROM home_timeline h USING posts p
+     WHERE p.audience_id = $1 AND p.visibility = 'audience'
+       AND h.user_id = $2 AND h.post_id = p.post_id AND p.author_id <> $2
+    RETURNING h.user_id
+)"""
+    + TOUCHED
+)
+
+# Amortized trimming (DESIGN.md §4): a timeline is cut back to the cap only once it has grown
+# past cap * 1.25, so most visits delete nothing and a trim deletes many rows at once.
+TRIM = """
+WITH c AS (
+    SELECT u AS user_id FROM unnest($1::bigint[]) u
+    UNION
+    SELECT follower_id FROM follows WHERE followee_id = ANY($2::bigint[]) AND active
+), cut AS (
+    SELECT c.user_id,
+           (SELECT h.post_id FROM home_timeline h WHERE h.user_id = c.user_id
+             ORDER BY h.post_id DESC OFFSET $3 LIMIT 1) AS keep_after
+      FROM c
+     WHERE EXISTS (SELECT 1 FROM home_timeline h WHERE h.user_id = c.user_id
+                    ORDER BY h.post_id DESC OFFSET $4 LIMIT 1)
+)
+DELETE FROM home_timeline h USING cut
+ WHERE h.user_id = cut.user_id AND h.post_id <= cut.keep_after
+"""

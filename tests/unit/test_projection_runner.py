@@ -1,0 +1,38 @@
+"""Pure helpers of the projector loop: the streaming wake-up payload and the batch metrics."""
+
+from services.projector.runner import LATENCY_BUCKETS, Stats, wakeup_payload
+from services.projector.store import Applied, pg_array
+
+
+def applied(users: set[int], overflow: bool = False) -> Applied:
+    a = Applied()
+    a.users = users
+    a.overflow = overflow
+    return a
+
+
+def test_wakeup_names_few_users_and_says_star_for_many() -> None:
+    assert wakeup_payload(applied(set())) is None
+    assert wakeup_payload(applied({3, 1, 2})) == "1,2,3"
+    assert wakeup_payload(applied(set(range(1, 502)))) == "*"
+    assert wakeup_payload(applied({1}, overflow=True)) == "*"
+    # NOTIFY payloads must stay under 8000 bytes: 500 nineteen-digit ids would not.
+    big = {(1 << 62) + i for i in range(450)}
+    assert wakeup_payload(applied(big)) == "*"
+
+
+def test_stats_histogram_and_rate() -> None:
+    s = Stats()
+    s.observe_batch(0.003, 10, now=100.0)
+    s.observe_batch(0.2, 30, now=102.0)
+    assert s.events_applied == 40 and s.batches == 2
+    assert s.latency_counts[0] == 1  # <= 5 ms
+    assert s.latency_counts[LATENCY_BUCKETS.index(0.25)] == 2  # cumulative buckets
+    assert s.events_per_second(now=102.0) == 15.0  # 30 events in the 2 s after the first
+    assert s.events_per_second(now=200.0) == 0.0  # idle
+
+
+def test_pg_array_literals_quote_every_element() -> None:
+    assert pg_array([]) == "{}"
+    assert pg_array([1, 2]) == '{"1","2"}'
+    assert pg_array(['a"b', "c\\d", "NULL"]) == '{"a\\"b","c\\\\d","NULL"}'
