@@ -4,8 +4,8 @@ the three services as processes for every scenario.
 
 Ports sit below Linux's ephemeral range (32768+), so a restart never finds its port taken by
 some client's outgoing connection: MB_FAULT_KAFKA_PORT (28092; the controller takes the next
-one) and MB_FAULT_PG_PORT (24432); state under MB_FAULT_STATE_DIR (var/test-fault/). Kafka and PostgreSQL keep their data
-across stop()/start(), which is what the outage scenarios rely on.
+one) and MB_FAULT_PG_PORT (24432); state under MB_FAULT_STATE_DIR (var/test-fault/). Kafka and
+PostgreSQL keep their data across stop()/start(), which is what the outage scenarios rely on.
 """
 
 from __future__ import annotations
