@@ -15,10 +15,10 @@ import uvloop
 from aiohttp import web
 
 from services.command.app import create_app
-from services.command.observability import setup_json_logging
 from shared import settings as settings_mod
 from shared.db import migrate
 from shared.kafka import ensure_topics, quiet_client_logs
+from shared.logs import setup_json_logging
 
 log = logging.getLogger("microblog.command")
 

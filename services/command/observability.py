@@ -8,14 +8,10 @@ command from the client through the log to the projector.
 
 from __future__ import annotations
 
-import contextvars
-import json
 import logging
 import re
-import sys
 import time
 import uuid
-from datetime import UTC, datetime
 from typing import Final
 
 from aiohttp import web
@@ -24,12 +20,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.exposition import generate_latest
 
 from services.command.resources import REQUEST_ID
+from shared.logs import current_request_id
 
 log = logging.getLogger("microblog.command.access")
 
 # A client's request id is echoed into events and logs, so only short, inert ones are kept.
 _SANE_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
-current_request_id: Final = contextvars.ContextVar[str | None]("request_id", default=None)
 
 # Commands wait for the broker's ack (a few ms locally, more with replication); argon2 takes
 # tens of ms on login and registration.
@@ -125,43 +121,6 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     response = await handler(request)
     response.headers["X-Request-Id"] = request_id
     return response
-
-
-# Attributes every LogRecord has; anything else came in through `extra=` and is logged too.
-_STANDARD_ATTRS: Final = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
-    "message",
-    "asctime",
-    "taskName",
-}
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request id and extras."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, object] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        request_id = current_request_id.get()
-        if request_id is not None:
-            entry["request_id"] = request_id
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD_ATTRS and key not in entry:
-                entry[key] = value
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
-
-
-def setup_json_logging(level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
 
 
 METRICS: Final = web.AppKey("metrics", CommandMetrics)

@@ -333,9 +333,12 @@ async def topic_records(settings: Settings) -> list[tuple[int, int, bytes]]:
         while remaining:
             assert time.monotonic() < deadline, f"could not read {remaining} to their ends {ends}"
             batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
-            for tp, recs in batch.items():
+            for recs in batch.values():
                 out.extend((r.partition, r.offset, r.value or b"") for r in recs)
-                if recs and recs[-1].offset + 1 >= ends[tp]:
+            # By position, not by the last record's offset: the log may end in offsets that
+            # hold no data record (e.g. a control batch), which a consumer never returns.
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
         return out
     finally:

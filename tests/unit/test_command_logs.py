@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from services.command.observability import JsonFormatter, current_request_id
+from shared.logs import JsonFormatter, current_request_id
 
 
 def _record(msg: str, **extra: object) -> logging.LogRecord:
