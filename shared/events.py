@@ -11,6 +11,7 @@ Tags are explicit strings, never class names, because analytics consumers key on
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Final, Literal, TypeVar
@@ -329,6 +330,7 @@ CURRENT_VERSION: Final[dict[str, int]] = {
 }
 
 
+@functools.cache
 def type_tag(event_type: type[Event]) -> str:
     """The `type` string of an event class, e.g. "post.created"."""
     return msgspec.inspect.type_info(event_type).tag  # type: ignore[attr-defined, no-any-return]

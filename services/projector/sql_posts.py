@@ -247,11 +247,18 @@ WITH n AS (
            SELECT 1 FROM blocks b
             WHERE ((b.blocker_id = n.user_id AND b.blocked_id = n.actor_id)
                 OR (b.blocker_id = n.actor_id AND b.blocked_id = n.user_id))
-              AND (b.active OR b.last_block_version > n.event_id))
+              -- As of the event, not as of arrival (invariant 4): a block stood at the
+              -- event if one came before it and no unblock between; a later block removes
+              -- older notifications, so it counts too. An unblock alone blocks nothing.
+              AND (b.active OR b.last_block_version > n.event_id
+                   OR (b.version > n.event_id
+                       AND b.last_block_version
+                           <> '00000000-0000-0000-0000-000000000000'::uuid)))
        AND NOT EXISTS (
            SELECT 1 FROM mutes m
             WHERE m.muter_id = n.user_id AND m.muted_id = n.actor_id
               AND m.last_mute_version < n.event_id AND (m.active OR m.version > n.event_id)
+              AND m.last_mute_version <> '00000000-0000-0000-0000-000000000000'::uuid
               AND (m.expires_at IS NULL OR m.expires_at > n.created_at))
        AND (n.kind <> 'follow_request' OR EXISTS (
            SELECT 1 FROM follow_requests r

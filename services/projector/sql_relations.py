@@ -217,6 +217,8 @@ WITH m AS (
     DELETE FROM notifications n USING m
      WHERE n.user_id = $1 AND n.actor_id = $2
        AND n.event_id > m.last_mute_version AND (m.active OR n.event_id < m.version)
+       -- An unmute of someone never muted ends no mute and removes nothing.
+       AND m.last_mute_version <> '00000000-0000-0000-0000-000000000000'::uuid
        AND (m.expires_at IS NULL OR m.expires_at > n.created_at)
     RETURNING n.user_id
 )"""

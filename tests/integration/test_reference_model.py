@@ -57,17 +57,11 @@ RUNS: dict[str, tuple[frozenset[str], frozenset[str], int]] = {
     "read-paths": (ALL_FEATURES, READ_PATHS, 80),
     "notifications": (ALL_FEATURES, frozenset(("notifications",)), 50),
 }
-# Runs skipped unless MB_MODEL_KNOWN=1. Notifications still disagree with the model in
-# histories hypothesis finds; each is a convergence bug of the projector's notification insert
-# or delete (issue #3 report):
-# - the insert's block check reads the block's *current* state, so a mention made after an
-#   unblock but projected between the block and the unblock is dropped
-#   (u0 blocks u2, u0 unblocks u2, then u2 mentions u0; projected: block, mention, unblock);
-# - a mute.removed that ends no mute deletes the muter's older notifications from the muted
-#   (u0 mentions u1, then u1 unmutes u0, who was never muted).
-KNOWN_FAILING: dict[str, str] = {
-    "notifications": "projector notifications are decided in arrival order (see comment)",
-}
+# Runs skipped unless MB_MODEL_KNOWN=1: none today. (Notifications were, until this test
+# found two convergence bugs in the projector's notification insert and delete: a block check
+# that read the block's current state instead of its state as of the event, and an unmute of
+# someone never muted that deleted older notifications.)
+KNOWN_FAILING: dict[str, str] = {}
 # Lists are compared whole, so they must fit in one page.
 LIMIT = 40
 
