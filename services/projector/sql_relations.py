@@ -208,8 +208,10 @@ WITH m AS (
     ON CONFLICT (muter_id, muted_id) DO UPDATE
        SET active = CASE WHEN m.version < EXCLUDED.version THEN EXCLUDED.active
                          ELSE m.active END,
-           expires_at = CASE WHEN m.version < EXCLUDED.version THEN EXCLUDED.expires_at
-                             ELSE m.expires_at END,
+           -- An unmute keeps the expiry of the mute it ends: notifications from that mute's
+           -- period are judged against it (an unmute projected late must not widen it).
+           expires_at = CASE WHEN m.version < EXCLUDED.version AND EXCLUDED.active
+                             THEN EXCLUDED.expires_at ELSE m.expires_at END,
            version = GREATEST(m.version, EXCLUDED.version),
            last_mute_version = GREATEST(m.last_mute_version, EXCLUDED.last_mute_version)
     RETURNING active, expires_at, version, last_mute_version
