@@ -14,7 +14,7 @@ import asyncpg
 from aiohttp import web
 from msgspec import Meta, Struct
 
-from services.command import decide, store
+from services.command import decide_posts, store
 from services.command.pipeline import (
     EventAccepted,
     PostAccepted,
@@ -93,7 +93,7 @@ def _post_id(request: web.Request) -> int:
 async def create_post(request: web.Request) -> web.Response:
     me = await actor(request)
     new = await body(request, NewPost)
-    cmd = decide.CreatePost(
+    cmd = decide_posts.CreatePost(
         actor_id=me,
         post_id=request.app[IDS].next_id(),
         text=new.text,
@@ -113,7 +113,7 @@ async def create_post(request: web.Request) -> web.Response:
             quote_of_id=cmd.quote_of_id,
             mention_names=extract(cmd.text).mention_names,
         )
-        event = decide.create_post(cmd, ctx, request_id=request_id(request))
+        event = decide_posts.create_post(cmd, ctx, request_id=request_id(request))
         data = event.data
         await store.insert_post(
             conn,
@@ -135,12 +135,12 @@ async def edit_post(request: web.Request) -> web.Response:
     post_id = _post_id(request)
     edit = await body(request, PostEdit)
     media = None if edit.media is None else tuple(m.to_media() for m in edit.media)
-    cmd = decide.EditPost(actor_id=me, post_id=post_id, text=edit.text, media=media)
+    cmd = decide_posts.EditPost(actor_id=me, post_id=post_id, text=edit.text, media=media)
 
     async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
         post = await store.lock_post(conn, post_id)
         ctx = await store.post_context(conn, me, mention_names=extract(cmd.text).mention_names)
-        event = decide.edit_post(cmd, post, ctx, request_id=request_id(request))
+        event = decide_posts.edit_post(cmd, post, ctx, request_id=request_id(request))
         await store.update_post_content(
             conn, post_id, [m.user_id for m in event.data.mentions], event.data.media
         )
@@ -152,11 +152,11 @@ async def edit_post(request: web.Request) -> web.Response:
 
 async def delete_post(request: web.Request) -> web.Response:
     me = await actor(request)
-    cmd = decide.DeletePost(actor_id=me, post_id=_post_id(request))
+    cmd = decide_posts.DeletePost(actor_id=me, post_id=_post_id(request))
 
     async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
         post = await store.lock_post(conn, cmd.post_id)
-        event = decide.delete_post(cmd, post, request_id=request_id(request))
+        event = decide_posts.delete_post(cmd, post, request_id=request_id(request))
         await store.mark_post_deleted(conn, cmd.post_id)
         position = await publish(request, event)
         return 202, PostAccepted(str(cmd.post_id), str(event.id), str(position))
@@ -169,7 +169,7 @@ async def delete_post(request: web.Request) -> web.Response:
 
 async def _viewing_facts(
     conn: asyncpg.Connection, me: int, post_id: int
-) -> tuple[decide.PostRecord | None, Relations]:
+) -> tuple[decide_posts.PostRecord | None, Relations]:
     post = await store.get_post(conn, post_id)
     if post is None:
         return None, Relations()
@@ -179,14 +179,14 @@ async def _viewing_facts(
 
 async def repost(request: web.Request) -> web.Response:
     me = await actor(request)
-    cmd = decide.PostAction(
+    cmd = decide_posts.PostAction(
         actor_id=me, post_id=_post_id(request), repost_id=request.app[IDS].next_id()
     )
 
     async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
         post, relations = await _viewing_facts(conn, me, cmd.post_id)
         prior = await store.find_repost(conn, cmd.post_id, me)
-        event = decide.repost(
+        event = decide_posts.repost(
             cmd, post, relations, already=prior is not None, request_id=request_id(request)
         )
         if event is not None and await store.claim_repost(
@@ -205,12 +205,12 @@ async def repost(request: web.Request) -> web.Response:
 
 async def unrepost(request: web.Request) -> web.Response:
     me = await actor(request)
-    cmd = decide.PostAction(actor_id=me, post_id=_post_id(request))
+    cmd = decide_posts.PostAction(actor_id=me, post_id=_post_id(request))
 
     async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
         post = await store.get_post(conn, cmd.post_id)
         repost_id = await store.delete_repost(conn, cmd.post_id, me)
-        event = decide.remove_repost(cmd, post, repost_id, request_id=request_id(request))
+        event = decide_posts.remove_repost(cmd, post, repost_id, request_id=request_id(request))
         position = await publish(request, event)
         return 202, EventAccepted(str(event.id), str(position))
 
@@ -219,12 +219,12 @@ async def unrepost(request: web.Request) -> web.Response:
 
 async def like(request: web.Request) -> web.Response:
     me = await actor(request)
-    cmd = decide.PostAction(actor_id=me, post_id=_post_id(request))
+    cmd = decide_posts.PostAction(actor_id=me, post_id=_post_id(request))
 
     async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
         post, relations = await _viewing_facts(conn, me, cmd.post_id)
         prior = await store.find_like(conn, cmd.post_id, me)
-        event = decide.like(
+        event = decide_posts.like(
             cmd, post, relations, already=prior is not None, request_id=request_id(request)
         )
         if event is not None and await store.claim_like(conn, cmd.post_id, me, event.id):
@@ -240,12 +240,12 @@ async def like(request: web.Request) -> web.Response:
 
 async def unlike(request: web.Request) -> web.Response:
     me = await actor(request)
-    cmd = decide.PostAction(actor_id=me, post_id=_post_id(request))
+    cmd = decide_posts.PostAction(actor_id=me, post_id=_post_id(request))
 
     async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
         post = await store.get_post(conn, cmd.post_id)
         liked = await store.delete_like(conn, cmd.post_id, me)
-        event = decide.remove_like(cmd, post, liked=liked, request_id=request_id(request))
+        event = decide_posts.remove_like(cmd, post, liked=liked, request_id=request_id(request))
         position = await publish(request, event)
         return 202, EventAccepted(str(event.id), str(position))
 

@@ -15,7 +15,8 @@ import asyncpg
 import msgspec
 from msgspec import Struct
 
-from services.command.decide import AudienceRecord, PostContext, PostRecord, TargetFacts
+from services.command.decide import AudienceRecord, TargetFacts
+from services.command.decide_posts import PostContext, PostRecord
 from shared.events import Media, Mention
 from shared.policy import Relations
 

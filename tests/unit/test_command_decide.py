@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from services.command import decide
-from services.command.decide import PostRecord, Relate, TargetFacts
+from services.command import decide, decide_posts
+from services.command.decide import Relate, TargetFacts
+from services.command.decide_posts import PostRecord
 from shared import codec
 from shared.events import (
     BlockCreated,
@@ -56,7 +57,9 @@ def test_register_refuses_a_taken_username() -> None:
 
 
 def test_create_post_emits_post_created_by_the_actor() -> None:
-    event = decide.create_post(decide.CreatePost(actor_id=ALICE, post_id=7, text=" hi "))
+    event = decide_posts.create_post(
+        decide_posts.CreatePost(actor_id=ALICE, post_id=7, text=" hi ")
+    )
     assert isinstance(event, PostCreated)
     assert (event.data.post_id, event.data.author_id, event.data.text) == (7, ALICE, " hi ")
     assert event.subject == str(ALICE)  # partition key: the author's events stay in order
@@ -65,13 +68,14 @@ def test_create_post_emits_post_created_by_the_actor() -> None:
 @pytest.mark.parametrize("text", [" ", "\n\t  ", "\u3000\u2003"])
 def test_create_post_refuses_blank_text(text: str) -> None:
     with pytest.raises(ApiError) as exc:
-        decide.create_post(decide.CreatePost(actor_id=ALICE, post_id=7, text=text))
+        decide_posts.create_post(decide_posts.CreatePost(actor_id=ALICE, post_id=7, text=text))
     assert refused(exc) == (422, "invalid_field", "text")
 
 
 def test_delete_post_by_its_author() -> None:
-    event = decide.delete_post(
-        decide.DeletePost(actor_id=ALICE, post_id=7), PostRecord(author_id=ALICE, deleted=False)
+    event = decide_posts.delete_post(
+        decide_posts.DeletePost(actor_id=ALICE, post_id=7),
+        PostRecord(author_id=ALICE, deleted=False),
     )
     assert isinstance(event, PostDeleted)
     assert (event.data.post_id, event.data.author_id) == (7, ALICE)
@@ -88,7 +92,7 @@ def test_delete_post_by_its_author() -> None:
 )
 def test_delete_post_answers_not_found(post: PostRecord | None) -> None:
     with pytest.raises(ApiError) as exc:
-        decide.delete_post(decide.DeletePost(actor_id=ALICE, post_id=7), post)
+        decide_posts.delete_post(decide_posts.DeletePost(actor_id=ALICE, post_id=7), post)
     assert refused(exc) == (404, "not_found", None)
 
 

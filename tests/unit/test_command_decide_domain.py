@@ -7,15 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.command import decide
-from services.command.decide import (
-    AudienceRecord,
-    PostAction,
-    PostContext,
-    PostRecord,
-    Relate,
-    TargetFacts,
-)
+from services.command import decide, decide_posts
+from services.command.decide import AudienceRecord, Relate, TargetFacts
+from services.command.decide_posts import PostAction, PostContext, PostRecord
 from shared import codec
 from shared.events import (
     AudienceCreated,
@@ -55,8 +49,8 @@ def post(author: int = BOB, **kw: object) -> PostRecord:
     return PostRecord(author_id=author, deleted=False, **kw)  # type: ignore[arg-type]
 
 
-def new_post(**kw: object) -> decide.CreatePost:
-    return decide.CreatePost(actor_id=ALICE, post_id=7, text="hi", **kw)  # type: ignore[arg-type]
+def new_post(**kw: object) -> decide_posts.CreatePost:
+    return decide_posts.CreatePost(actor_id=ALICE, post_id=7, text="hi", **kw)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- create: visibility, audience
@@ -64,26 +58,26 @@ def new_post(**kw: object) -> decide.CreatePost:
 
 @pytest.mark.parametrize("visibility", ["public", "unlisted", "followers", "direct"])
 def test_create_post_carries_visibility(visibility: str) -> None:
-    event = decide.create_post(new_post(visibility=visibility))
+    event = decide_posts.create_post(new_post(visibility=visibility))
     assert event.data.visibility == visibility
     assert event.data.audience_id is None
 
 
 def test_audience_post_to_own_audience() -> None:
     ctx = PostContext(audience=AudienceRecord(owner_id=ALICE, deleted=False))
-    event = decide.create_post(new_post(visibility="audience", audience_id=AUDIENCE), ctx)
+    event = decide_posts.create_post(new_post(visibility="audience", audience_id=AUDIENCE), ctx)
     assert (event.data.visibility, event.data.audience_id) == ("audience", AUDIENCE)
 
 
 def test_audience_post_needs_an_audience_id() -> None:
     with pytest.raises(ApiError) as exc:
-        decide.create_post(new_post(visibility="audience"))
+        decide_posts.create_post(new_post(visibility="audience"))
     assert refused(exc) == (422, "invalid_field", "audience_id")
 
 
 def test_audience_id_without_audience_visibility_is_refused() -> None:
     with pytest.raises(ApiError) as exc:
-        decide.create_post(new_post(audience_id=AUDIENCE))
+        decide_posts.create_post(new_post(audience_id=AUDIENCE))
     assert refused(exc) == (422, "invalid_field", "audience_id")
 
 
@@ -98,7 +92,7 @@ def test_audience_id_without_audience_visibility_is_refused() -> None:
 )
 def test_audience_post_to_a_bad_audience(audience: AudienceRecord | None) -> None:
     with pytest.raises(ApiError) as exc:
-        decide.create_post(
+        decide_posts.create_post(
             new_post(visibility="audience", audience_id=AUDIENCE), PostContext(audience=audience)
         )
     assert refused(exc) == (422, "not_found", "audience_id")
@@ -108,12 +102,12 @@ def test_audience_post_to_a_bad_audience(audience: AudienceRecord | None) -> Non
 
 
 def test_reply_fills_the_reply_author() -> None:
-    event = decide.create_post(new_post(in_reply_to_id=9), PostContext(reply_to=post(BOB)))
+    event = decide_posts.create_post(new_post(in_reply_to_id=9), PostContext(reply_to=post(BOB)))
     assert (event.data.in_reply_to_id, event.data.in_reply_to_author_id) == (9, BOB)
 
 
 def test_quote_of_a_visible_post() -> None:
-    event = decide.create_post(new_post(quote_of_id=9), PostContext(quote_of=post(BOB)))
+    event = decide_posts.create_post(new_post(quote_of_id=9), PostContext(quote_of=post(BOB)))
     assert event.data.quote_of_id == 9
     assert event.data.in_reply_to_author_id is None
 
@@ -132,7 +126,7 @@ INVISIBLE_IDS = ["missing", "deleted", "followers", "direct", "audience", "block
 @pytest.mark.parametrize("ctx", INVISIBLE, ids=INVISIBLE_IDS)
 def test_reply_to_an_invisible_post_is_refused(ctx: PostContext) -> None:
     with pytest.raises(ApiError) as exc:
-        decide.create_post(new_post(in_reply_to_id=9), ctx)
+        decide_posts.create_post(new_post(in_reply_to_id=9), ctx)
     assert refused(exc) == (422, "not_found", "in_reply_to_id")
 
 
@@ -140,7 +134,7 @@ def test_reply_to_an_invisible_post_is_refused(ctx: PostContext) -> None:
 def test_quote_of_an_invisible_post_is_refused(ctx: PostContext) -> None:
     quoted = PostContext(quote_of=ctx.reply_to, relations=ctx.relations)
     with pytest.raises(ApiError) as exc:
-        decide.create_post(new_post(quote_of_id=9), quoted)
+        decide_posts.create_post(new_post(quote_of_id=9), quoted)
     assert refused(exc) == (422, "not_found", "quote_of_id")
 
 
@@ -161,7 +155,7 @@ def test_quote_of_an_invisible_post_is_refused(ctx: PostContext) -> None:
     ids=["follower", "mentioned", "member", "own"],
 )
 def test_reply_to_a_post_the_actor_may_see(ctx: PostContext) -> None:
-    assert decide.create_post(new_post(in_reply_to_id=9), ctx).data.in_reply_to_id == 9
+    assert decide_posts.create_post(new_post(in_reply_to_id=9), ctx).data.in_reply_to_id == 9
 
 
 # ---------------------------------------------------------------- create: entities and media
@@ -175,13 +169,13 @@ def test_entities_are_extracted_and_mentions_resolved() -> None:
         },
         relations=Relations(blocked=frozenset({CAROL})),
     )
-    cmd = decide.CreatePost(
+    cmd = decide_posts.CreatePost(
         actor_id=ALICE,
         post_id=7,
         text="@BOB @nobody @carol #Tag https://x.org/a",
         media=(PHOTO,),
     )
-    data = decide.create_post(cmd, ctx).data
+    data = decide_posts.create_post(cmd, ctx).data
     # Unknown names stay plain text; a blocked pair gets no mention (and so no notification).
     assert data.mentions == (Mention(user_id=BOB, username="Bob"),)
     assert data.hashtags == ("tag",)
@@ -194,8 +188,8 @@ def test_entities_are_extracted_and_mentions_resolved() -> None:
 
 def test_edit_by_the_author_re_extracts_and_keeps_media_when_absent() -> None:
     mine = post(ALICE, media=(PHOTO,))
-    event = decide.edit_post(
-        decide.EditPost(actor_id=ALICE, post_id=7, text="now #Edited"),
+    event = decide_posts.edit_post(
+        decide_posts.EditPost(actor_id=ALICE, post_id=7, text="now #Edited"),
         mine,
         PostContext(accounts={}),
     )
@@ -208,8 +202,8 @@ def test_edit_by_the_author_re_extracts_and_keeps_media_when_absent() -> None:
 
 
 def test_edit_may_replace_or_remove_media() -> None:
-    cmd = decide.EditPost(actor_id=ALICE, post_id=7, text="x", media=())
-    assert decide.edit_post(cmd, post(ALICE, media=(PHOTO,))).data.media == ()
+    cmd = decide_posts.EditPost(actor_id=ALICE, post_id=7, text="x", media=())
+    assert decide_posts.edit_post(cmd, post(ALICE, media=(PHOTO,))).data.media == ()
 
 
 @pytest.mark.parametrize(
@@ -219,13 +213,15 @@ def test_edit_may_replace_or_remove_media() -> None:
 )
 def test_edit_of_a_post_not_yours_is_not_found(record: PostRecord | None) -> None:
     with pytest.raises(ApiError) as exc:
-        decide.edit_post(decide.EditPost(actor_id=ALICE, post_id=7, text="x"), record)
+        decide_posts.edit_post(decide_posts.EditPost(actor_id=ALICE, post_id=7, text="x"), record)
     assert refused(exc) == (404, "not_found", None)
 
 
 def test_edit_to_blank_text_is_refused() -> None:
     with pytest.raises(ApiError) as exc:
-        decide.edit_post(decide.EditPost(actor_id=ALICE, post_id=7, text="  "), post(ALICE))
+        decide_posts.edit_post(
+            decide_posts.EditPost(actor_id=ALICE, post_id=7, text="  "), post(ALICE)
+        )
     assert refused(exc) == (422, "invalid_field", "text")
 
 
@@ -236,24 +232,26 @@ ACT = PostAction(actor_id=ALICE, post_id=9, repost_id=77)
 
 @pytest.mark.parametrize("visibility", ["public", "unlisted"])
 def test_repost_of_a_public_or_unlisted_post(visibility: str) -> None:
-    event = decide.repost(ACT, post(BOB, visibility=visibility), Relations(), already=False)
+    event = decide_posts.repost(ACT, post(BOB, visibility=visibility), Relations(), already=False)
     assert isinstance(event, PostReposted)
     assert (event.data.repost_id, event.data.post_id, event.data.author_id) == (77, 9, BOB)
     assert event.data.reposter_id == ALICE
 
 
 def test_repost_of_ones_own_followers_post() -> None:
-    event = decide.repost(ACT, post(ALICE, visibility="followers"), Relations(), already=False)
+    event = decide_posts.repost(
+        ACT, post(ALICE, visibility="followers"), Relations(), already=False
+    )
     assert event is not None
 
 
 def test_repeated_repost_appends_nothing() -> None:
-    assert decide.repost(ACT, post(BOB), Relations(), already=True) is None
+    assert decide_posts.repost(ACT, post(BOB), Relations(), already=True) is None
 
 
 def test_repost_of_a_visible_followers_only_post_is_refused() -> None:
     with pytest.raises(ApiError) as exc:
-        decide.repost(
+        decide_posts.repost(
             ACT,
             post(BOB, visibility="followers"),
             Relations(following=frozenset({BOB})),
@@ -264,14 +262,14 @@ def test_repost_of_a_visible_followers_only_post_is_refused() -> None:
 
 @pytest.mark.parametrize("ctx", INVISIBLE, ids=INVISIBLE_IDS)
 def test_repost_and_like_of_an_invisible_post_are_not_found(ctx: PostContext) -> None:
-    for decision in (decide.repost, decide.like):
+    for decision in (decide_posts.repost, decide_posts.like):
         with pytest.raises(ApiError) as exc:
             decision(ACT, ctx.reply_to, ctx.relations, already=False)  # type: ignore[operator]
         assert refused(exc) == (404, "not_found", None)
 
 
 def test_remove_repost() -> None:
-    event = decide.remove_repost(ACT, post(BOB), 77)
+    event = decide_posts.remove_repost(ACT, post(BOB), 77)
     assert isinstance(event, RepostRemoved)
     assert (event.data.repost_id, event.data.author_id) == (77, BOB)
 
@@ -281,7 +279,7 @@ def test_remove_repost_when_none_is_not_found(
     record: PostRecord | None, repost_id: int | None
 ) -> None:
     with pytest.raises(ApiError) as exc:
-        decide.remove_repost(ACT, record, repost_id)
+        decide_posts.remove_repost(ACT, record, repost_id)
     assert refused(exc) == (404, "not_found", None)
 
 
@@ -290,17 +288,19 @@ def test_remove_repost_when_none_is_not_found(
 
 def test_like_of_a_visible_post_once() -> None:
     followers_post = post(BOB, visibility="followers")
-    event = decide.like(ACT, followers_post, Relations(following=frozenset({BOB})), already=False)
+    event = decide_posts.like(
+        ACT, followers_post, Relations(following=frozenset({BOB})), already=False
+    )
     assert isinstance(event, PostLiked)
     assert (event.data.post_id, event.data.author_id, event.data.liker_id) == (9, BOB, ALICE)
-    assert decide.like(ACT, post(BOB), Relations(), already=True) is None
+    assert decide_posts.like(ACT, post(BOB), Relations(), already=True) is None
 
 
 def test_remove_like() -> None:
-    assert isinstance(decide.remove_like(ACT, post(BOB), liked=True), LikeRemoved)
+    assert isinstance(decide_posts.remove_like(ACT, post(BOB), liked=True), LikeRemoved)
     for record, liked in ((None, True), (post(BOB), False)):
         with pytest.raises(ApiError) as exc:
-            decide.remove_like(ACT, record, liked=liked)
+            decide_posts.remove_like(ACT, record, liked=liked)
         assert refused(exc) == (404, "not_found", None)
 
 
@@ -457,12 +457,14 @@ def test_every_decided_event_survives_the_codec() -> None:
     # The projector decodes with the event types' limits; an event it would call invalid must
     # never be produced (e.g. an audience.deleted without the required name).
     events = [
-        decide.create_post(new_post(visibility="direct", media=(PHOTO,))),
-        decide.edit_post(decide.EditPost(actor_id=ALICE, post_id=7, text="x"), post(ALICE)),
-        decide.repost(ACT, post(BOB), Relations(), already=False),
-        decide.remove_repost(ACT, post(BOB), 77),
-        decide.like(ACT, post(BOB), Relations(), already=False),
-        decide.remove_like(ACT, post(BOB), liked=True),
+        decide_posts.create_post(new_post(visibility="direct", media=(PHOTO,))),
+        decide_posts.edit_post(
+            decide_posts.EditPost(actor_id=ALICE, post_id=7, text="x"), post(ALICE)
+        ),
+        decide_posts.repost(ACT, post(BOB), Relations(), already=False),
+        decide_posts.remove_repost(ACT, post(BOB), 77),
+        decide_posts.like(ACT, post(BOB), Relations(), already=False),
+        decide_posts.remove_like(ACT, post(BOB), liked=True),
         decide.update_profile(
             decide.UpdateProfile(actor_id=ALICE, avatar_url="https://a.example/me.png")
         ),
