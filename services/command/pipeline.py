@@ -34,7 +34,7 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 from msgspec import Struct
 
-from services.command import store
+from services.command import idempotency
 from services.command.observability import METRICS
 from services.command.resources import ACTOR, POOL, PUBLISHER, REQUEST_ID, SETTINGS
 from shared import codec
@@ -176,7 +176,7 @@ async def execute(request: web.Request, scope: str, work: Work) -> web.Response:
     fingerprint = b"" if internal else await _fingerprint(request)
     async with request.app[POOL].acquire() as conn:
         async with conn.transaction():
-            prior = None if internal else await store.claim_idempotency_key(conn, scope, key)
+            prior = None if internal else await idempotency.claim_idempotency_key(conn, scope, key)
             if prior is not None:
                 if not hmac.compare_digest(prior.fingerprint, fingerprint):
                     raise ApiError(
@@ -197,17 +197,17 @@ async def execute(request: web.Request, scope: str, work: Work) -> web.Response:
                 pending = tuple(codec.encode(e) for e in events)
                 if not pending and internal:
                     return _answer(status, body)
-                await store.save_idempotency_key(
-                    conn, scope, key, store.StoredAnswer(fingerprint, status, body, pending)
+                await idempotency.save_idempotency_key(
+                    conn, scope, key, idempotency.StoredAnswer(fingerprint, status, body, pending)
                 )
                 if not pending:
                     return _answer(status, body)
         body = await _publish_pending(request.app, pending, body)
         if internal:
             # Nobody can replay a key they never saw: forget it once the event is durable.
-            await store.forget_idempotency_key(conn, scope, key)
+            await idempotency.forget_idempotency_key(conn, scope, key)
         else:
-            await store.settle_idempotency_key(conn, scope, key, body)
+            await idempotency.settle_idempotency_key(conn, scope, key, body)
     return _answer(status, body, replayed=prior is not None)
 
 
@@ -226,13 +226,13 @@ async def relay_pending(app: web.Application, older_than_s: float = 30.0) -> int
     """Publish events of keyed commands whose client never came back; returns how many keys."""
     pool = app[POOL]
     done = 0
-    for scope, key in await store.stale_pending_keys(pool, older_than_s):
+    for scope, key in await idempotency.stale_pending_keys(pool, older_than_s):
         async with pool.acquire() as conn, conn.transaction():
-            prior = await store.claim_idempotency_key(conn, scope, key)
+            prior = await idempotency.claim_idempotency_key(conn, scope, key)
             if prior is None or not prior.pending_events:
                 continue  # a retry got there first
             body = await _publish_pending(app, prior.pending_events, prior.body)
-            await store.settle_idempotency_key(conn, scope, key, body)
+            await idempotency.settle_idempotency_key(conn, scope, key, body)
             done += 1
     return done
 

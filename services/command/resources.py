@@ -16,7 +16,7 @@ import asyncpg
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
-from services.command import store
+from services.command import idempotency, store
 from shared.db import create_pool
 from shared.ids import SnowflakeGenerator
 from shared.kafka import EventPublisher, make_producer
@@ -44,7 +44,7 @@ async def _purge_idempotency_keys(pool: asyncpg.Pool) -> None:
         try:
             deleted = 1
             while deleted:
-                deleted = await store.purge_expired_keys(pool)
+                deleted = await idempotency.purge_expired_keys(pool)
             await store.purge_revoked_tokens(pool)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             log.warning("idempotency purge failed; will retry", exc_info=True)

@@ -1,4 +1,5 @@
-"""The command side's PostgreSQL queries: accounts, post authorship, idempotency records.
+"""The command side's PostgreSQL queries: accounts, posts, reposts, likes, follow requests,
+audiences and revoked tokens (idempotency records live in idempotency.py).
 
 Every function takes a connection that is already inside the command's transaction, so the
 caller decides when it commits (only after the broker acknowledged the event).
@@ -20,20 +21,10 @@ from services.command.decide_posts import PostContext, PostRecord
 from shared.events import Media, Mention
 from shared.policy import Relations
 
-IDEMPOTENCY_TTL_S: Final = 24 * 3600
-
 
 class Credentials(Struct, frozen=True):
     user_id: int
     password_hash: str
-
-
-class StoredAnswer(Struct, frozen=True):
-    fingerprint: bytes
-    status: int
-    body: bytes
-    # Encoded events decided but not yet acknowledged by the broker (see 012_*.sql).
-    pending_events: tuple[bytes, ...] = ()
 
 
 class PriorAction(Struct, frozen=True):
@@ -469,93 +460,4 @@ async def revoke_token(conn: asyncpg.Connection, nonce: str, expires_at: datetim
 async def purge_revoked_tokens(pool: asyncpg.Pool) -> int:
     """Forget revocations of tokens that have expired anyway (they fail verification)."""
     result: str = await pool.execute("DELETE FROM cmd_revoked_tokens WHERE expires_at < now()")
-    return int(result.rsplit(" ", 1)[-1])
-
-
-# ---------------------------------------------------------------- idempotency
-
-
-async def claim_idempotency_key(
-    conn: asyncpg.Connection, scope: str, key: str
-) -> StoredAnswer | None:
-    """Serialise requests sharing (scope, key) and return the answer already stored, if fresh.
-
-    The transaction-scoped advisory lock makes a concurrent duplicate wait until the first
-    request commits or rolls back; it then finds the stored answer (READ COMMITTED takes a new
-    snapshot per statement) or none, and proceeds alone. A hashtext collision between two
-    different keys only serialises them needlessly. An expired record is removed so the key
-    can be used afresh.
-    """
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1 || chr(10) || $2))", scope, key)
-    row = await conn.fetchrow(
-        """
-        SELECT fingerprint, status, body, pending_events,
-               created_at > now() - make_interval(secs => $3) AS fresh
-        FROM cmd_idempotency WHERE scope = $1 AND key = $2
-        """,
-        scope,
-        key,
-        float(IDEMPOTENCY_TTL_S),
-    )
-    if row is None:
-        return None
-    pending = tuple(bytes(e) for e in row["pending_events"] or ())
-    if not row["fresh"] and not pending:
-        await conn.execute("DELETE FROM cmd_idempotency WHERE scope = $1 AND key = $2", scope, key)
-        return None
-    return StoredAnswer(bytes(row["fingerprint"]), row["status"], bytes(row["body"]), pending)
-
-
-async def save_idempotency_key(
-    conn: asyncpg.Connection, scope: str, key: str, answer: StoredAnswer
-) -> None:
-    await conn.execute(
-        "INSERT INTO cmd_idempotency (scope, key, fingerprint, status, body, pending_events)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
-        scope,
-        key,
-        answer.fingerprint,
-        answer.status,
-        answer.body,
-        list(answer.pending_events) or None,
-    )
-
-
-async def settle_idempotency_key(
-    conn: asyncpg.Connection | asyncpg.Pool, scope: str, key: str, body: bytes
-) -> None:
-    """The pending events were acknowledged: store the final answer, drop the events."""
-    await conn.execute(
-        "UPDATE cmd_idempotency SET body = $3, pending_events = NULL WHERE scope = $1 AND key = $2",
-        scope,
-        key,
-        body,
-    )
-
-
-async def forget_idempotency_key(conn: asyncpg.Connection, scope: str, key: str) -> None:
-    await conn.execute("DELETE FROM cmd_idempotency WHERE scope = $1 AND key = $2", scope, key)
-
-
-async def stale_pending_keys(pool: asyncpg.Pool, older_than_s: float) -> list[tuple[str, str]]:
-    rows = await pool.fetch(
-        "SELECT scope, key FROM cmd_idempotency WHERE pending_events IS NOT NULL"
-        " AND created_at < now() - make_interval(secs => $1) ORDER BY created_at LIMIT 500",
-        older_than_s,
-    )
-    return [(r["scope"], r["key"]) for r in rows]
-
-
-async def purge_expired_keys(pool: asyncpg.Pool, batch: int = 10_000) -> int:
-    """Delete one bounded batch of expired records; returns how many went."""
-    result: str = await pool.execute(
-        """
-        DELETE FROM cmd_idempotency WHERE ctid = ANY (ARRAY(
-            SELECT ctid FROM cmd_idempotency
-            WHERE created_at < now() - make_interval(secs => $1)
-            LIMIT $2))
-        """,
-        float(IDEMPOTENCY_TTL_S),
-        batch,
-    )
     return int(result.rsplit(" ", 1)[-1])

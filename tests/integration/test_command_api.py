@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.command import store
+from services.command import idempotency
 from services.command.app import create_app
 from services.command.resources import POOL, PRODUCER
 from shared import codec
@@ -380,8 +380,8 @@ async def test_expired_keys_are_forgotten(client: Client, db: asyncpg.Connection
     assert status == 202 and second != first and "Idempotent-Replayed" not in headers
 
     await db.execute("UPDATE cmd_idempotency SET created_at = now() - interval '25 hours'")
-    assert await store.purge_expired_keys(client.app[POOL], batch=2) == 2
-    while await store.purge_expired_keys(client.app[POOL], batch=2):
+    assert await idempotency.purge_expired_keys(client.app[POOL], batch=2) == 2
+    while await idempotency.purge_expired_keys(client.app[POOL], batch=2):
         pass
     assert await db.fetchval("SELECT count(*) FROM cmd_idempotency") == 0
 
