@@ -78,8 +78,8 @@ class _Fetcher(Protocol):
 async def token_revoked(conn: _Fetcher, claims: TokenClaims) -> bool:
     """True when the token carrying `claims` was logged out (`cmd_revoked_tokens`).
 
-    Verification stays database-free; only this check costs one primary-key lookup, which
-    every authenticated route of both services makes after `verify_token`.
+    One primary-key lookup. Requests normally ask the process's in-memory set instead
+    (shared/revocations.py); this is its fallback while that set cannot be trusted.
     """
     return bool(
         await conn.fetchval(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Final
 
 from aiohttp import web
@@ -11,8 +12,10 @@ from services.command.observability import METRICS, CommandMetrics, request_id_m
 from services.command.resources import SETTINGS, resources
 from services.command.throttle import LOGIN_THROTTLE, LoginLimits, LoginThrottle
 from shared.http import error_middleware, healthz
+from shared.listener import Listener
 from shared.openapi import handler as openapi_handler
 from shared.ratelimit import RateLimits, make_rate_limit_middleware
+from shared.revocations import REVOCATIONS, Revocations
 from shared.settings import Settings
 
 # Request line and each header at most 8 KiB (aiohttp's own defaults, stated so they are
@@ -24,6 +27,17 @@ HANDLER_ARGS: Final = {
     "max_headers": 64,
     "keepalive_timeout": 15.0,
 }
+
+
+async def _revocations(app: web.Application) -> AsyncIterator[None]:
+    """Keep the process's revoked-token set current over its own LISTEN connection."""
+    listener = Listener(app[SETTINGS].database_url, application_name="microblog-command-listener")
+    app[REVOCATIONS].listen(listener)
+    listener.start()
+    try:
+        yield
+    finally:
+        await listener.stop()
 
 
 def create_app(
@@ -50,7 +64,9 @@ def create_app(
     app[LOGIN_THROTTLE] = LoginThrottle(
         login_limits if login_limits is not None else LoginLimits.from_env()
     )
+    app[REVOCATIONS] = Revocations()
     app.cleanup_ctx.append(resources)
+    app.cleanup_ctx.append(_revocations)
     r = app.router
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", handlers.readyz)

@@ -38,6 +38,7 @@ from shared.auth import hash_password, issue_token, verify_password
 from shared.events import Bio, DisplayName, FollowRequested, Url, Username
 from shared.http import ApiError, json_response, parse_id
 from shared.kafka import kafka_ready
+from shared.revocations import REVOCATIONS
 
 # ---------------------------------------------------------------- input and output shapes
 
@@ -142,6 +143,8 @@ async def logout(request: web.Request) -> web.Response:
     claims = await authenticate(request)
     async with request.app[POOL].acquire() as conn:
         await store.revoke_token(conn, claims.nonce, datetime.fromtimestamp(claims.expires_at, UTC))
+    # Committed: other processes hear of it by NOTIFY; this one must not wait for that.
+    request.app[REVOCATIONS].add(claims.nonce, claims.expires_at)
     return web.Response(status=204)
 
 

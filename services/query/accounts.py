@@ -9,7 +9,7 @@ from typing import Final
 import asyncpg
 from aiohttp import web
 
-from services.query import repository, views
+from services.query import account_reads, views
 from services.query.handlers import POOL, page_response, signed_in, viewer_of, visible_user
 from services.query.pagination import Page, parse_page
 from shared.http import ApiError, json_response, not_found, parse_id
@@ -26,7 +26,7 @@ async def followers(request: web.Request) -> web.Response:
     user_id = await visible_user(request, viewer)
     page = parse_page(request.query)
     return _accounts(
-        request, page, await repository.followers(request.app[POOL], viewer, user_id, page)
+        request, page, await account_reads.followers(request.app[POOL], viewer, user_id, page)
     )
 
 
@@ -35,7 +35,7 @@ async def following(request: web.Request) -> web.Response:
     user_id = await visible_user(request, viewer)
     page = parse_page(request.query)
     return _accounts(
-        request, page, await repository.following(request.app[POOL], viewer, user_id, page)
+        request, page, await account_reads.following(request.app[POOL], viewer, user_id, page)
     )
 
 
@@ -43,7 +43,7 @@ async def follow_requests(request: web.Request) -> web.Response:
     viewer = await signed_in(request)
     page = parse_page(request.query)
     return _accounts(
-        request, page, await repository.follow_requests(request.app[POOL], viewer, page)
+        request, page, await account_reads.follow_requests(request.app[POOL], viewer, page)
     )
 
 
@@ -62,7 +62,7 @@ async def relationships(request: web.Request) -> web.Response:
         "id",
         MAX_RELATIONSHIP_IDS,
     )
-    rows = await repository.relationships(request.app[POOL], viewer, ids) if ids else []
+    rows = await account_reads.relationships(request.app[POOL], viewer, ids) if ids else []
     return json_response(
         [
             views.Relationship(
@@ -82,7 +82,7 @@ async def relationships(request: web.Request) -> web.Response:
 
 async def audiences(request: web.Request) -> web.Response:
     owner = await signed_in(request)
-    rows = await repository.audiences(request.app[POOL], owner)
+    rows = await account_reads.audiences(request.app[POOL], owner)
     return json_response(
         [
             views.AudienceView(
@@ -98,7 +98,7 @@ async def audience_members(request: web.Request) -> web.Response:
     audience_id = parse_id(request.match_info["audience_id"], "audience_id")
     pool = request.app[POOL]
     # Only the owner learns that an audience exists, let alone who is in it.
-    if await repository.audience_owner(pool, audience_id) != viewer:
+    if await account_reads.audience_owner(pool, audience_id) != viewer:
         raise not_found("audience")
     page = parse_page(request.query)
-    return _accounts(request, page, await repository.audience_members(pool, audience_id, page))
+    return _accounts(request, page, await account_reads.audience_members(pool, audience_id, page))

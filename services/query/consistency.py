@@ -7,7 +7,7 @@ visible to every later query. A waiter polls that row with a short, growing back
 A projector may also NOTIFY the channel `projector_progress` in the transaction that advances
 its offsets (so delivery happens at commit). The payload is a comma-separated list of
 `<partition>:<next_offset>` (the projector's own topic) or `<topic>:<partition>:<next_offset>`
-items. The process's one LISTEN connection (services/query/listener.py) then wakes the waiters
+items. The process's one LISTEN connection (shared/listener.py) then wakes the waiters
 of those partitions at once, and they re-read the row. The notification is only a wake-up,
 never trusted as the position itself (a replay from offset 0 moves the row backwards), so a
 lost or missing NOTIFY costs at most one back-off interval and the service is correct without
@@ -72,7 +72,7 @@ class ProgressWaiter:
             delay = min(delay * 2, self._max_delay)
 
     # ------------------------------------------------------------------ wake-ups
-    # Fed by the process's shared Listener (services/query/listener.py).
+    # Fed by the process's shared Listener (shared/listener.py).
 
     def notified(self, payload: str) -> None:
         """A `projector_progress` payload: wake the waiters of the partitions it names."""

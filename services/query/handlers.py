@@ -11,14 +11,15 @@ from typing import Any, Final, cast
 import asyncpg
 from aiohttp import web
 
-from services.query import repository, views
+from services.query import account_reads, repository, views
 from services.query.consistency import ProgressWaiter
 from services.query.metrics import QueryMetrics
 from services.query.pagination import Page, UuidPage, link_header, parse_page
 from services.query.policy import can_view
-from shared.auth import token_revoked, verify_token
+from shared.auth import verify_token
 from shared.http import ApiError, json_response, not_found, parse_id
 from shared.kafka import Position
+from shared.revocations import REVOCATIONS
 from shared.settings import Settings
 
 SETTINGS: Final = web.AppKey("settings", Settings)
@@ -41,7 +42,8 @@ _TAG: Final = re.compile(r"\w{1,100}")
 
 async def _authenticate(request: web.Request, required: bool) -> int | None:
     """The acting user from `Authorization: Bearer <token>`: signature and expiry checked
-    without the database (shared.auth), then one primary-key probe for a logout."""
+    without the database (shared.auth), logouts against the process's revocation set
+    (shared.revocations; a primary-key probe only while that set cannot be trusted)."""
     header = request.headers.get("Authorization", "")
     if not header:
         if required:
@@ -50,7 +52,7 @@ async def _authenticate(request: web.Request, required: bool) -> int | None:
     scheme, _, token = header.partition(" ")
     secret = request.app[SETTINGS].token_secret
     claims = verify_token(secret, token.strip()) if scheme.lower() == "bearer" else None
-    if claims is None or await token_revoked(request.app[POOL], claims):
+    if claims is None or await request.app[REVOCATIONS].is_revoked(request.app[POOL], claims):
         raise ApiError(401, "invalid_token", "token is invalid, expired or revoked")
     return claims.user_id
 
@@ -86,7 +88,7 @@ async def visible_user(request: web.Request, viewer: int | None) -> int:
     that the account exists and is blocking them.
     """
     user_id = parse_id(request.match_info["user_id"], "user_id")
-    row = await repository.user(request.app[POOL], viewer, user_id)
+    row = await account_reads.user(request.app[POOL], viewer, user_id)
     if row is None or row["blocked"]:
         raise not_found("user")
     return user_id
@@ -95,15 +97,11 @@ async def visible_user(request: web.Request, viewer: int | None) -> int:
 async def viewable_post(request: web.Request, viewer: int | None) -> asyncpg.Record:
     """The path's post if `can_view` lets the viewer see it; else 404, never 403."""
     post_id = parse_id(request.match_info["post_id"], "post_id")
-    pool = request.app[POOL]
-    row = (await repository.posts_by_ids(pool, [post_id])).get(post_id)
-    if row is None:
+    found = await repository.post_for_viewer(request.app[POOL], viewer, post_id)
+    if found is None:
         raise not_found("post")
-    facts = views.post_facts(row)
-    relations = await repository.relations(
-        pool, viewer, [facts.author_id], [] if facts.audience_id is None else [facts.audience_id]
-    )
-    if not can_view(viewer, facts, relations):
+    row, relations = found
+    if not can_view(viewer, views.post_facts(row), relations):
         raise not_found("post")  # the same answer as a missing post
     return row
 
@@ -121,9 +119,12 @@ async def home_timeline(request: web.Request) -> web.Response:
 
 async def user_posts(request: web.Request) -> web.Response:
     viewer = await viewer_of(request)
-    user_id = await visible_user(request, viewer)
+    user_id = parse_id(request.match_info["user_id"], "user_id")
     page = parse_page(request.query)
-    rows = await repository.user_posts(request.app[POOL], viewer, user_id, page)
+    # The same 404 as visible_user, checked in the page's own statement.
+    rows = await repository.profile_posts(request.app[POOL], viewer, user_id, page)
+    if rows is None:
+        raise not_found("user")
     return _items(request, page, rows, viewer)
 
 
@@ -195,7 +196,9 @@ async def history(request: web.Request) -> web.Response:
 
 
 def _profile(row: asyncpg.Record | None) -> web.Response:
-    if row is None:
+    # Signed-in readers never see accounts they block or are blocked by (schemas/semantics.md):
+    # the same 404 as an unknown account, as for their posts.
+    if row is None or row["blocked"]:
         raise not_found("user")
     return json_response(
         views.UserProfile(
@@ -214,13 +217,17 @@ def _profile(row: asyncpg.Record | None) -> web.Response:
 
 
 async def user_by_id(request: web.Request) -> web.Response:
+    viewer = await viewer_of(request)
     user_id = parse_id(request.match_info["user_id"], "user_id")
-    return _profile(await repository.profile_by_id(request.app[POOL], user_id))
+    return _profile(await account_reads.profile_by_id(request.app[POOL], viewer, user_id))
 
 
 async def user_by_username(request: web.Request) -> web.Response:
+    viewer = await viewer_of(request)
     username = request.match_info["username"]
-    return _profile(await repository.profile_by_username(request.app[POOL], username))
+    if "\x00" in username:  # PostgreSQL text cannot hold NUL, so no username has one
+        raise not_found("user")
+    return _profile(await account_reads.profile_by_username(request.app[POOL], viewer, username))
 
 
 async def search(request: web.Request) -> web.Response:
@@ -228,6 +235,8 @@ async def search(request: web.Request) -> web.Response:
     q = request.query.get("q", "")
     if not q.strip() or len(q) > MAX_QUERY_CHARS:
         raise ApiError(422, "invalid_field", f"q must be 1-{MAX_QUERY_CHARS} characters", "q")
+    if "\x00" in q:  # PostgreSQL text cannot hold it: a 500 otherwise
+        raise ApiError(422, "invalid_field", "q must not contain NUL characters", "q")
     kind = request.query.get("type")
     if kind not in (None, "posts", "accounts"):
         raise ApiError(422, "invalid_field", "type must be posts or accounts", "type")
@@ -238,7 +247,7 @@ async def search(request: web.Request) -> web.Response:
     accounts = (
         []
         if kind == "posts" or not prefix
-        else await repository.search_accounts(pool, viewer, prefix, page)
+        else await account_reads.search_accounts(pool, viewer, prefix, page)
     )
     body = views.SearchResults(
         accounts=[views.account(r) for r in accounts], posts=[views.item(r, viewer) for r in posts]

@@ -1,6 +1,6 @@
 """`GET /v1/notifications`: the signed-in user's notifications, newest first, paged by the
 causing event's id (a UUIDv7 string). Blocks, mutes and the post's visibility are checked again
-at read time (repository._NOTIFICATIONS_INNER)."""
+at read time (stream_reads._NOTIFICATIONS_INNER)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import asyncpg
 from aiohttp import web
 
-from services.query import repository, views
+from services.query import repository, stream_reads, views
 from services.query.handlers import POOL, page_response, signed_in
 from services.query.pagination import parse_uuid_page
 from services.query.repository import Db
@@ -36,7 +36,7 @@ async def notifications(request: web.Request) -> web.Response:
     viewer = await signed_in(request)
     page = parse_uuid_page(request.query)
     pool = request.app[POOL]
-    rows = await repository.notifications(pool, viewer, page.max_id, page.since_id, page.limit)
+    rows = await stream_reads.notifications(pool, viewer, page.max_id, page.since_id, page.limit)
     return page_response(
         request, page, [r["event_id"] for r in rows], await render(pool, rows, viewer)
     )

@@ -13,8 +13,8 @@ not sent (the client sees it on its next timeline read); everything committed in
 arrives exactly once.
 
 Wake-ups: the projector NOTIFYs `stream_wakeup` with the comma-separated ids of users whose home
-or notifications changed (or `*`). The process's one LISTEN connection (services/query/
-listener.py) hands them to the `StreamHub`, which wakes the matching subscribers; they then
+or notifications changed (or `*`). The process's one LISTEN connection (shared/listener.py)
+hands them to the `StreamHub`, which wakes the matching subscribers; they then
 read from PostgreSQL through the shared pool. Every
 subscriber also polls every `poll_s`, so streams work, only slower, without any NOTIFY.
 """
@@ -32,7 +32,7 @@ from typing import Final
 import msgspec
 from aiohttp import web
 
-from services.query import repository, views
+from services.query import repository, stream_reads, views
 from services.query.handlers import POOL, signed_in
 from services.query.notifications import render
 from shared.http import ApiError
@@ -152,7 +152,7 @@ STREAM_HUB: Final = web.AppKey("stream_hub", StreamHub)
 
 
 async def start_cursor(db: repository.Db, viewer: int) -> Cursor:
-    row = await repository.stream_start(db, viewer)
+    row = await stream_reads.stream_start(db, viewer)
     at = row["tombstone_at"]
     return Cursor(
         home=row["home"] or 0,
@@ -172,14 +172,14 @@ async def catch_up(
     for row in home:
         cursor = msgspec.structs.replace(cursor, home=row["key"])
         frames.append(sse("update", _encoder.encode(views.item(row, viewer)), cursor))
-    notes = await repository.notifications_after(db, viewer, cursor.notification, BATCH)
+    notes = await stream_reads.notifications_after(db, viewer, cursor.notification, BATCH)
     rendered = {n.id: n for n in await render(db, notes, viewer)}
     for row in notes:
         cursor = msgspec.structs.replace(cursor, notification=row["event_id"])
         note = rendered.get(str(row["event_id"]))
         if note is not None:
             frames.append(sse("notification", _encoder.encode(note), cursor))
-    tombs = await repository.tombstones_after(
+    tombs = await stream_reads.tombstones_after(
         db, viewer, cursor.tombstone_at, cursor.tombstone_id, BATCH
     )
     for row in tombs:

@@ -12,9 +12,9 @@ import pytest
 import pytest_asyncio
 
 from services.query.consistency import CHANNEL, ProgressWaiter
-from services.query.listener import Listener
 from shared.db import create_pool
 from shared.kafka import Position
+from shared.listener import Listener
 from shared.settings import Settings
 from tests.infra import unique_name
 

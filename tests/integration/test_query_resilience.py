@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from services.query.app import create_app
 from shared.auth import verify_token
 from shared.ratelimit import RateLimits
+from shared.revocations import REVOCATIONS
 from shared.settings import REPO_ROOT, Settings
 from tests.integration import test_query_api as api
 from tests.integration.test_query_api import PROBLEM, Seed, assert_problem
@@ -79,6 +80,12 @@ async def test_revoked_token_is_401(client: Any, seed: Seed, db: asyncpg.Connect
         "INSERT INTO cmd_revoked_tokens (nonce, expires_at) VALUES ($1, now() + interval '1 h')",
         claims.nonce,
     )
+    # Other processes learn of a logout by NOTIFY, delivered shortly after the commit
+    # (shared/revocations.py); the query service refuses the token from then on.
+    for _ in range(1000):
+        if claims.nonce in client.app[REVOCATIONS]:
+            break
+        await asyncio.sleep(0.01)
     for path in ("/v1/timelines/home", "/v1/timelines/public", "/v1/streaming/home"):
         await assert_problem(await client.get(path, headers=headers), 401, "invalid_token")
 
