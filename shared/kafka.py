@@ -10,18 +10,20 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
+    KafkaError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
     TopicAlreadyExistsError,
     UnknownProducerId,
 )
+from aiokafka.structs import RecordMetadata
 
 from shared import codec
 from shared.events import Event
@@ -155,13 +157,71 @@ class EventPublisher:
             )
             meta = await asyncio.wait_for(fut, self._timeout)
         except _RESET_ERRORS:
-            # In the background: the failing request answers now, the next ones get the
-            # fresh producer.
-            if self._factory is not None and self._reset_task is None:
-                self._reset_task = asyncio.create_task(self._reset(producer))
-                self._reset_task.add_done_callback(self._reset_done)
+            self._replace(producer)
             raise
         return Position(meta.partition, meta.offset)
+
+    async def publish_many(
+        self, events: Sequence[Event], encoded: Sequence[bytes] | None = None
+    ) -> list[Position | Exception]:
+        """Append every event, then wait for all the acks: one linger window for the group.
+
+        `encoded`, when given, holds the events' `codec.encode` forms (a caller that stored
+        them already need not encode twice).
+
+        Each event gets its own outcome, so one refused record fails only itself. Events of
+        one partition keep the given order (the idempotent producer keeps it on retries too).
+        The whole call is bounded by the publisher's timeout, send()'s metadata wait included.
+        """
+        producer = self._producer
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        values = encoded if encoded is not None else [codec.encode(e) for e in events]
+        sent: list[asyncio.Future[RecordMetadata] | Exception] = []
+        # send() only queues the record (it waits when the metadata or buffer space is missing):
+        # one deadline covers the loop, and what it did not reach fails with the timeout.
+        try:
+            async with asyncio.timeout_at(deadline):
+                for event, value in zip(events, values, strict=True):
+                    try:
+                        sent.append(
+                            await producer.send(
+                                self._topic,
+                                value=value,
+                                key=codec.partition_key(event),
+                                headers=codec.headers(event),
+                            )
+                        )
+                    except KafkaError as exc:
+                        sent.append(exc)
+        except TimeoutError as exc:
+            sent.extend([exc] * (len(events) - len(sent)))
+        waiting = [f for f in sent if isinstance(f, asyncio.Future)]
+        if waiting:
+            # asyncio.wait does not cancel what is still in flight: a late ack is just unread.
+            await asyncio.wait(
+                waiting, timeout=max(0.0, deadline - asyncio.get_running_loop().time())
+            )
+        outcomes: list[Position | Exception] = []
+        for item in sent:
+            if isinstance(item, Exception):
+                outcomes.append(item)
+            elif not item.done() or item.cancelled():
+                outcomes.append(TimeoutError("no acknowledgement in time"))
+            elif (error := item.exception()) is not None:
+                outcomes.append(error if isinstance(error, Exception) else KafkaError(repr(error)))
+            else:
+                meta = item.result()
+                outcomes.append(Position(meta.partition, meta.offset))
+        if any(isinstance(o, _RESET_ERRORS) for o in outcomes):
+            self._replace(producer)
+        return outcomes
+
+    def _replace(self, broken: AIOKafkaProducer) -> None:
+        # In the background: the failing request answers now, the next ones get the fresh
+        # producer.
+        if self._factory is not None and self._reset_task is None:
+            self._reset_task = asyncio.create_task(self._reset(broken))
+            self._reset_task.add_done_callback(self._reset_done)
 
     def _reset_done(self, _task: asyncio.Task[None]) -> None:
         self._reset_task = None

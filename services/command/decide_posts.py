@@ -12,7 +12,7 @@ from typing import Final
 from msgspec import Struct
 
 from services.command.decide import AudienceRecord
-from shared.entities import extract
+from shared.entities import Entities, extract
 from shared.events import (
     LikeData,
     LikeRemoved,
@@ -131,9 +131,20 @@ def _unknown_post(field: str) -> ApiError:
     return ApiError(422, "not_found", "no such post, or you may not see it", field)
 
 
+def needs_context(cmd: CreatePost, mention_names: Sequence[str]) -> bool:
+    """Whether deciding `cmd` depends on stored facts; a plain post is decided on its own."""
+    refs = (cmd.audience_id, cmd.in_reply_to_id, cmd.quote_of_id)
+    return bool(mention_names) or any(ref is not None for ref in refs)
+
+
 def create_post(
-    cmd: CreatePost, ctx: PostContext = NO_CONTEXT, *, request_id: str | None = None
+    cmd: CreatePost,
+    ctx: PostContext = NO_CONTEXT,
+    *,
+    request_id: str | None = None,
+    entities: Entities | None = None,
 ) -> PostCreated:
+    """`entities` are `extract(cmd.text)` when the caller has them already."""
     _check_text(cmd.text)
     if cmd.visibility == "audience":
         if cmd.audience_id is None:
@@ -154,7 +165,7 @@ def create_post(
             raise _unknown_post("in_reply_to_id")
     if cmd.quote_of_id is not None and _viewable(cmd.actor_id, ctx.quote_of, ctx.relations) is None:
         raise _unknown_post("quote_of_id")
-    entities = extract(cmd.text)
+    entities = entities if entities is not None else extract(cmd.text)
     return new_event(
         PostCreated,
         actor_id=cmd.actor_id,

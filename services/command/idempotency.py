@@ -7,12 +7,17 @@ background purge and relay.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Final
 
 import asyncpg
 from msgspec import Struct
 
 IDEMPOTENCY_TTL_S: Final = 24 * 3600
+# Scope of the keys the pipeline makes up for POSTs sent without an Idempotency-Key: they only
+# hold the decided events until the broker acknowledged them (pipeline.py, post_batch.py).
+INTERNAL_SCOPE: Final = "internal"
 
 
 class StoredAnswer(Struct, frozen=True):
@@ -54,6 +59,24 @@ async def claim_idempotency_key(
     return StoredAnswer(bytes(row["fingerprint"]), row["status"], bytes(row["body"]), pending)
 
 
+@contextlib.asynccontextmanager
+async def hold_key(conn: asyncpg.Connection, scope: str, key: str) -> AsyncIterator[None]:
+    """Hold (scope, key) from the claim until the answer is settled, across the commit.
+
+    The record commits before its events are produced, which ends the claim's transaction
+    lock; without this session lock a concurrent duplicate would find the events pending and
+    publish them a second time while the first request is still waiting for the ack. It takes
+    the same lock as `claim_idempotency_key`, so duplicates and the relay wait here instead.
+    A crash drops the session, and with it the lock; so does returning the connection to the
+    pool (asyncpg's reset unlocks all), should the unlock itself fail.
+    """
+    await conn.execute("SELECT pg_advisory_lock(hashtext($1 || chr(10) || $2))", scope, key)
+    try:
+        yield
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(hashtext($1 || chr(10) || $2))", scope, key)
+
+
 async def save_idempotency_key(
     conn: asyncpg.Connection, scope: str, key: str, answer: StoredAnswer
 ) -> None:
@@ -83,6 +106,20 @@ async def settle_idempotency_key(
 
 async def forget_idempotency_key(conn: asyncpg.Connection, scope: str, key: str) -> None:
     await conn.execute("DELETE FROM cmd_idempotency WHERE scope = $1 AND key = $2", scope, key)
+
+
+async def forget_acknowledged(pool: asyncpg.Pool, scope: str, keys: list[str]) -> None:
+    """Drop records whose events the broker acknowledged, without waiting for the WAL flush.
+
+    synchronous_commit off is safe here, and only here: a delete that a PostgreSQL crash loses
+    leaves a pending record, which the relay publishes again (the same event id, which every
+    projection absorbs). Nothing is lost or decided twice; the flush wait is saved per batch.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL synchronous_commit = off")
+        await conn.execute(
+            "DELETE FROM cmd_idempotency WHERE scope = $1 AND key = ANY ($2::text[])", scope, keys
+        )
 
 
 async def stale_pending_keys(pool: asyncpg.Pool, older_than_s: float) -> list[tuple[str, str]]:

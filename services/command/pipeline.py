@@ -14,11 +14,15 @@ between decision and answer yields one logical event; at worst the log holds a s
 it with the same id, which every projection absorbs (ids are primary keys, registers are
 versioned by event id). A 503 on such a request means "retry with the same key"; pending events
 nobody retries are published by a background relay (`relay_pending`), so none is stranded.
+
+New posts sent without a key, the hot path, don't come through here one by one: post_batch.py
+records, publishes and answers them in groups, with the same guarantees.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -38,10 +42,11 @@ from services.command import idempotency
 from services.command.observability import METRICS
 from services.command.resources import ACTOR, POOL, PUBLISHER, REQUEST_ID, SETTINGS
 from shared import codec
-from shared.auth import TokenClaims, token_revoked, verify_token
+from shared.auth import TokenClaims, verify_token
 from shared.events import Event, type_tag
 from shared.http import ApiError, read_body
 from shared.kafka import Position
+from shared.revocations import REVOCATIONS
 
 log = logging.getLogger("microblog.command")
 T = TypeVar("T")
@@ -81,7 +86,7 @@ async def authenticate(request: web.Request) -> TokenClaims:
         if scheme.lower() == "bearer"
         else None
     )
-    if claims is None or await token_revoked(request.app[POOL], claims):
+    if claims is None or await request.app[REVOCATIONS].is_revoked(request.app[POOL], claims):
         raise ApiError(401, "invalid_token", "token is invalid, expired or revoked")
     request[ACTOR] = claims.user_id
     return claims
@@ -148,12 +153,11 @@ def _answer(status: int, body: bytes, *, replayed: bool = False) -> web.Response
 
 
 # Stands in for the position while a keyed command's events are only recorded, not produced.
-_PLACEHOLDER: Final = Position(0, 0)
+PLACEHOLDER: Final = Position(0, 0)
 _DEFERRED: Final = web.RequestKey("deferred_events", list)
 
 
-# Scope of the keys `execute` makes up for POSTs sent without an Idempotency-Key.
-INTERNAL_SCOPE: Final = "internal"
+INTERNAL_SCOPE: Final = idempotency.INTERNAL_SCOPE
 
 
 async def execute(request: web.Request, scope: str, work: Work) -> web.Response:
@@ -175,49 +179,66 @@ async def execute(request: web.Request, scope: str, work: Work) -> web.Response:
         scope, key = INTERNAL_SCOPE, uuid.uuid4().hex
     fingerprint = b"" if internal else await _fingerprint(request)
     async with request.app[POOL].acquire() as conn:
-        async with conn.transaction():
-            prior = None if internal else await idempotency.claim_idempotency_key(conn, scope, key)
-            if prior is not None:
-                if not hmac.compare_digest(prior.fingerprint, fingerprint):
-                    raise ApiError(
-                        422,
-                        "idempotency_key_reused",
-                        "this Idempotency-Key was used for a different request",
-                        "Idempotency-Key",
-                    )
-                if not prior.pending_events:
-                    return _answer(prior.status, prior.body, replayed=True)
-                status, body, pending = prior.status, prior.body, prior.pending_events
-            else:
-                request[_DEFERRED] = []
-                status, answer = await work(conn)
-                events: list[Event] = request[_DEFERRED]
-                del request[_DEFERRED]
-                body = _encoder.encode(answer)
-                pending = tuple(codec.encode(e) for e in events)
-                if not pending and internal:
-                    return _answer(status, body)
-                await idempotency.save_idempotency_key(
-                    conn, scope, key, idempotency.StoredAnswer(fingerprint, status, body, pending)
+        held: contextlib.AbstractAsyncContextManager[None] = (
+            contextlib.nullcontext() if internal else idempotency.hold_key(conn, scope, key)
+        )
+        async with held:
+            return await _execute_post(request, conn, scope, key, fingerprint, work)
+
+
+async def _execute_post(
+    request: web.Request,
+    conn: asyncpg.Connection,
+    scope: str,
+    key: str,
+    fingerprint: bytes,
+    work: Work,
+) -> web.Response:
+    """`execute` for a POST, with (scope, key) held by the caller."""
+    internal = scope == INTERNAL_SCOPE
+    async with conn.transaction():
+        prior = None if internal else await idempotency.claim_idempotency_key(conn, scope, key)
+        if prior is not None:
+            if not hmac.compare_digest(prior.fingerprint, fingerprint):
+                raise ApiError(
+                    422,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used for a different request",
+                    "Idempotency-Key",
                 )
-                if not pending:
-                    return _answer(status, body)
-        body = await _publish_pending(request.app, pending, body)
-        if internal:
-            # Nobody can replay a key they never saw: forget it once the event is durable.
-            await idempotency.forget_idempotency_key(conn, scope, key)
+            if not prior.pending_events:
+                return _answer(prior.status, prior.body, replayed=True)
+            status, body, pending = prior.status, prior.body, prior.pending_events
         else:
-            await idempotency.settle_idempotency_key(conn, scope, key, body)
+            request[_DEFERRED] = []
+            status, answer = await work(conn)
+            events: list[Event] = request[_DEFERRED]
+            del request[_DEFERRED]
+            body = _encoder.encode(answer)
+            pending = tuple(codec.encode(e) for e in events)
+            if not pending and internal:
+                return _answer(status, body)
+            await idempotency.save_idempotency_key(
+                conn, scope, key, idempotency.StoredAnswer(fingerprint, status, body, pending)
+            )
+            if not pending:
+                return _answer(status, body)
+    body = await _publish_pending(request.app, pending, body)
+    if internal:
+        # Nobody can replay a key they never saw: forget it once the event is durable.
+        await idempotency.forget_idempotency_key(conn, scope, key)
+    else:
+        await idempotency.settle_idempotency_key(conn, scope, key, body)
     return _answer(status, body, replayed=prior is not None)
 
 
 async def _publish_pending(app: web.Application, pending: tuple[bytes, ...], body: bytes) -> bytes:
     """Produce recorded events in order; return the answer with the real position filled in."""
-    position = _PLACEHOLDER
+    position = PLACEHOLDER
     for raw in pending:
         position = await _produce(app, codec.decode(raw))
     doc = msgspec.json.decode(body)
-    if isinstance(doc, dict) and doc.get("position") == str(_PLACEHOLDER):
+    if isinstance(doc, dict) and doc.get("position") == str(PLACEHOLDER):
         doc["position"] = str(position)
     return _encoder.encode(doc)
 
@@ -246,7 +267,7 @@ async def publish(request: web.Request, event: Event) -> Position:
     deferred = request.get(_DEFERRED)
     if deferred is not None:
         deferred.append(event)
-        return _PLACEHOLDER
+        return PLACEHOLDER
     return await _produce(request.app, event)
 
 

@@ -14,21 +14,23 @@ import asyncpg
 from aiohttp import web
 from msgspec import Meta, Struct
 
-from services.command import decide_posts, store
+from services.command import decide_posts, post_batch, post_store
 from services.command.pipeline import (
     EventAccepted,
     PostAccepted,
     actor,
     body,
     execute,
+    idempotency_key,
     publish,
     request_id,
     user_scope,
 )
-from services.command.resources import IDS
+from services.command.post_batch import POST_WRITER
+from services.command.resources import IDS, POOL
 from shared.entities import extract
 from shared.events import AltText, Media, MediaKind, PostText, Url, Visibility
-from shared.http import parse_id
+from shared.http import ApiError, parse_id
 from shared.policy import Relations
 
 # ---------------------------------------------------------------- input and output shapes
@@ -56,6 +58,18 @@ class MediaInput(Struct, frozen=True, forbid_unknown_fields=True):
 
 
 MediaList = Annotated[tuple[MediaInput, ...], Meta(max_length=4)]
+
+
+def _media(inputs: tuple[MediaInput, ...]) -> tuple[Media, ...]:
+    # Media are stored as jsonb, which can't hold a NUL character: refuse it as bad input
+    # rather than fail in the database.
+    for i, m in enumerate(inputs):
+        for name, value in (("url", m.url), ("alt_text", m.alt_text)):
+            if "\x00" in value:
+                raise ApiError(
+                    422, "invalid_field", f"{name} must not contain NUL", f"media[{i}].{name}"
+                )
+    return tuple(m.to_media() for m in inputs)
 
 
 class NewPost(Struct, frozen=True, forbid_unknown_fields=True):
@@ -101,21 +115,47 @@ async def create_post(request: web.Request) -> web.Response:
         audience_id=_optional_id(new.audience_id, "audience_id"),
         in_reply_to_id=_optional_id(new.in_reply_to_id, "in_reply_to_id"),
         quote_of_id=_optional_id(new.quote_of_id, "quote_of_id"),
-        media=tuple(m.to_media() for m in new.media),
+        media=_media(new.media),
     )
+    entities = extract(cmd.text)
+    mention_names = entities.mention_names
 
-    async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
-        ctx = await store.post_context(
+    async def facts(conn: asyncpg.Connection) -> decide_posts.PostContext:
+        return await post_store.post_context(
             conn,
             me,
             audience_id=cmd.audience_id,
             in_reply_to_id=cmd.in_reply_to_id,
             quote_of_id=cmd.quote_of_id,
-            mention_names=extract(cmd.text).mention_names,
+            mention_names=mention_names,
         )
-        event = decide_posts.create_post(cmd, ctx, request_id=request_id(request))
+
+    if idempotency_key(request) is None:
+        # The hot path: decided here, then recorded and published together with whatever
+        # other posts arrive meanwhile (post_batch.py). Bad input fails before it queues.
+        ctx = decide_posts.NO_CONTEXT
+        if decide_posts.needs_context(cmd, mention_names):
+            async with request.app[POOL].acquire() as conn:
+                ctx = await facts(conn)
+        event = decide_posts.create_post(
+            cmd, ctx, request_id=request_id(request), entities=entities
+        )
+        # The event id is unique already: it doubles as the internal idempotency key.
+        position = await request.app[POST_WRITER].create(event, event.id.hex)
+        return web.Response(
+            body=post_batch.accepted(event, position),
+            status=202,
+            content_type="application/json",
+        )
+
+    # A client's key is claimed under a lock and may replay the first answer: one at a time.
+    async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
+        ctx = await facts(conn)
+        event = decide_posts.create_post(
+            cmd, ctx, request_id=request_id(request), entities=entities
+        )
         data = event.data
-        await store.insert_post(
+        await post_store.insert_post(
             conn,
             cmd.post_id,
             me,
@@ -134,14 +174,14 @@ async def edit_post(request: web.Request) -> web.Response:
     me = await actor(request)
     post_id = _post_id(request)
     edit = await body(request, PostEdit)
-    media = None if edit.media is None else tuple(m.to_media() for m in edit.media)
+    media = None if edit.media is None else _media(edit.media)
     cmd = decide_posts.EditPost(actor_id=me, post_id=post_id, text=edit.text, media=media)
 
     async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
-        post = await store.lock_post(conn, post_id)
-        ctx = await store.post_context(conn, me, mention_names=extract(cmd.text).mention_names)
+        post = await post_store.lock_post(conn, post_id)
+        ctx = await post_store.post_context(conn, me, mention_names=extract(cmd.text).mention_names)
         event = decide_posts.edit_post(cmd, post, ctx, request_id=request_id(request))
-        await store.update_post_content(
+        await post_store.update_post_content(
             conn, post_id, [m.user_id for m in event.data.mentions], event.data.media
         )
         position = await publish(request, event)
@@ -155,9 +195,9 @@ async def delete_post(request: web.Request) -> web.Response:
     cmd = decide_posts.DeletePost(actor_id=me, post_id=_post_id(request))
 
     async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
-        post = await store.lock_post(conn, cmd.post_id)
+        post = await post_store.lock_post(conn, cmd.post_id)
         event = decide_posts.delete_post(cmd, post, request_id=request_id(request))
-        await store.mark_post_deleted(conn, cmd.post_id)
+        await post_store.mark_post_deleted(conn, cmd.post_id)
         position = await publish(request, event)
         return 202, PostAccepted(str(cmd.post_id), str(event.id), str(position))
 
@@ -170,11 +210,11 @@ async def delete_post(request: web.Request) -> web.Response:
 async def _viewing_facts(
     conn: asyncpg.Connection, me: int, post_id: int
 ) -> tuple[decide_posts.PostRecord | None, Relations]:
-    post = await store.get_post(conn, post_id)
+    post = await post_store.get_post(conn, post_id)
     if post is None:
         return None, Relations()
     audiences = [post.audience_id] if post.audience_id is not None else []
-    return post, await store.relations(conn, me, [post.author_id], audiences)
+    return post, await post_store.relations(conn, me, [post.author_id], audiences)
 
 
 async def repost(request: web.Request) -> web.Response:
@@ -185,18 +225,18 @@ async def repost(request: web.Request) -> web.Response:
 
     async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
         post, relations = await _viewing_facts(conn, me, cmd.post_id)
-        prior = await store.find_repost(conn, cmd.post_id, me)
+        prior = await post_store.find_repost(conn, cmd.post_id, me)
         event = decide_posts.repost(
             cmd, post, relations, already=prior is not None, request_id=request_id(request)
         )
-        if event is not None and await store.claim_repost(
+        if event is not None and await post_store.claim_repost(
             conn, cmd.post_id, me, cmd.repost_id, event.id
         ):
             position = str(await publish(request, event))
-            await store.set_repost_position(conn, cmd.post_id, me, position)
+            await post_store.set_repost_position(conn, cmd.post_id, me, position)
             return 202, RepostAccepted(str(cmd.repost_id), str(event.id), position)
         # Reposted before (or by a concurrent request just now): the first answer stands.
-        prior = prior or await store.find_repost(conn, cmd.post_id, me)
+        prior = prior or await post_store.find_repost(conn, cmd.post_id, me)
         assert prior is not None
         return 200, RepostAccepted(str(prior.repost_id), str(prior.event_id), prior.position)
 
@@ -208,8 +248,8 @@ async def unrepost(request: web.Request) -> web.Response:
     cmd = decide_posts.PostAction(actor_id=me, post_id=_post_id(request))
 
     async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
-        post = await store.get_post(conn, cmd.post_id)
-        repost_id = await store.delete_repost(conn, cmd.post_id, me)
+        post = await post_store.get_post(conn, cmd.post_id)
+        repost_id = await post_store.delete_repost(conn, cmd.post_id, me)
         event = decide_posts.remove_repost(cmd, post, repost_id, request_id=request_id(request))
         position = await publish(request, event)
         return 202, EventAccepted(str(event.id), str(position))
@@ -223,15 +263,15 @@ async def like(request: web.Request) -> web.Response:
 
     async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
         post, relations = await _viewing_facts(conn, me, cmd.post_id)
-        prior = await store.find_like(conn, cmd.post_id, me)
+        prior = await post_store.find_like(conn, cmd.post_id, me)
         event = decide_posts.like(
             cmd, post, relations, already=prior is not None, request_id=request_id(request)
         )
-        if event is not None and await store.claim_like(conn, cmd.post_id, me, event.id):
+        if event is not None and await post_store.claim_like(conn, cmd.post_id, me, event.id):
             position = str(await publish(request, event))
-            await store.set_like_position(conn, cmd.post_id, me, position)
+            await post_store.set_like_position(conn, cmd.post_id, me, position)
             return 202, EventAccepted(str(event.id), position)
-        prior = prior or await store.find_like(conn, cmd.post_id, me)
+        prior = prior or await post_store.find_like(conn, cmd.post_id, me)
         assert prior is not None
         return 200, EventAccepted(str(prior.event_id), prior.position)
 
@@ -243,8 +283,8 @@ async def unlike(request: web.Request) -> web.Response:
     cmd = decide_posts.PostAction(actor_id=me, post_id=_post_id(request))
 
     async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
-        post = await store.get_post(conn, cmd.post_id)
-        liked = await store.delete_like(conn, cmd.post_id, me)
+        post = await post_store.get_post(conn, cmd.post_id)
+        liked = await post_store.delete_like(conn, cmd.post_id, me)
         event = decide_posts.remove_like(cmd, post, liked=liked, request_id=request_id(request))
         position = await publish(request, event)
         return 202, EventAccepted(str(event.id), str(position))

@@ -51,6 +51,7 @@ async def _purge_idempotency_keys(pool: asyncpg.Pool) -> None:
 
 
 RELAY_INTERVAL_S: Final = 15.0
+WRITER_CLOSE_S: Final = 1.0
 
 
 async def _relay_pending(app: web.Application) -> None:
@@ -81,6 +82,11 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         producer, settings.topic, settings.produce_timeout_s, lambda: make_producer(settings)
     )
     app[IDS] = SnowflakeGenerator(settings.worker_id)
+    # Both import this module.
+    from services.command.observability import METRICS
+    from services.command.post_batch import POST_WRITER, PostWriter
+
+    app[POST_WRITER] = PostWriter(pool, app[PUBLISHER], app[METRICS], settings.produce_timeout_s)
     purger = asyncio.create_task(_purge_idempotency_keys(pool), name="idempotency-purge")
     relay = asyncio.create_task(_relay_pending(app), name="pending-relay")
     try:
@@ -90,6 +96,9 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # Handlers are done by now (aiohttp waited for them): a flush still running serves
+        # none of them, and what it recorded the relay publishes after the restart.
+        await app[POST_WRITER].close(WRITER_CLOSE_S)
         # stop() flushes what is still buffered; every request that got a 2xx was acked already.
         await app[PUBLISHER].stop()
         await pool.close()
