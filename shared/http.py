@@ -98,13 +98,41 @@ async def read_body(request: web.Request, model: type[T]) -> T:
     if not raw:
         raise ApiError(400, "body_required", "a JSON body is required")
     try:
-        return decoder.decode(raw)  # type: ignore[no-any-return]
+        value = decoder.decode(raw)
     except msgspec.ValidationError as exc:
         msg = str(exc)
         code = "unknown_field" if "unknown field" in msg else "invalid_field"
         raise ApiError(422, code, msg, _field_from_validation(msg)) from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, "malformed_json", str(exc)) from None
+    # PostgreSQL text cannot hold U+0000, so a string carrying one would fail at the first
+    # write as a 500. The byte search keeps the common case free; only then walk the value.
+    if b"\\u0000" in raw:
+        field = _nul_field(msgspec.to_builtins(value), "")
+        if field is not None:
+            raise ApiError(
+                422, "invalid_field", f"{field or 'body'} must not contain U+0000", field or None
+            )
+    return value  # type: ignore[no-any-return]
+
+
+def _nul_field(value: Any, path: str) -> str | None:
+    """The path ("media[0].url") of the first string or key holding U+0000, else None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in str(key):
+                return path
+            found = _nul_field(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _nul_field(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 def parse_id(value: str, field: str) -> int:

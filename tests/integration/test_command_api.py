@@ -219,6 +219,30 @@ async def test_unknown_field_is_named_and_writes_nothing(client: Client, log: Lo
     assert await log.size() == before
 
 
+async def test_nul_character_is_422_naming_the_field_and_writes_nothing(
+    client: Client, log: Log
+) -> None:
+    # PostgreSQL text cannot store U+0000: without the check these were 500s at the write.
+    _, token = await signup(client)
+    before = await log.size()
+    cases = [
+        ("/v1/posts", {"text": "a\x00b"}, "text"),
+        (
+            "/v1/posts",
+            {
+                "text": "hi",
+                "media": [{"kind": "image", "url": "https://x.test/a", "alt_text": "\x00"}],
+            },
+            "media[0].alt_text",
+        ),
+        ("/v1/accounts", {"username": "nul\x00name", "password": PASSWORD}, "username"),
+    ]
+    for path, body, field in cases:
+        status, problem, _ = await call(client, "POST", path, body, token=token)
+        assert (status, problem["field"]) == (422, field), problem
+    assert await log.size() == before
+
+
 async def test_malformed_and_oversize_bodies(client: Client, log: Log, settings: Settings) -> None:
     _, token = await signup(client)
     before = await log.size()
