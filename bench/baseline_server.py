@@ -20,6 +20,7 @@ import msgspec
 import uvloop
 from aiohttp import web
 
+from services.query.app import create_query_pool
 from shared.auth import verify_token
 
 POOL: Final = web.AppKey("pool", asyncpg.Pool)
@@ -81,9 +82,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def _pool(app: web.Application) -> AsyncIterator[None]:
-    # The same pool size as the query service's (shared.db.create_pool defaults).
-    pool = await asyncpg.create_pool(os.environ["DATABASE_URL"], min_size=2, max_size=10)
-    assert pool is not None
+    # The same pool as the query service's (size, release without a reset query).
+    pool = await create_query_pool(os.environ["DATABASE_URL"])
     app[POOL] = pool
     yield
     await pool.close()

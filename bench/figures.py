@@ -20,6 +20,7 @@ from bench.presets import Preset
 from bench.stack import TOKEN_SECRET, Infra, Process, free_port, service, service_env
 from bench.stats import summarize
 from services.query import repository
+from services.query.app import create_query_pool
 from services.query.pagination import Page
 from shared.auth import issue_token
 from shared.events import (
@@ -194,10 +195,10 @@ async def load_read_dataset(ctx: Ctx, now_ms: int) -> Metrics:
 
 
 async def pg_home_loop(ctx: Ctx, viewers: list[int], concurrency: int, secs: float) -> Metrics:
-    """The baseline: the query service's own home-timeline statement in a raw asyncpg loop, with
-    a pool of the same size as the service's (10)."""
-    pool = await asyncpg.create_pool(ctx.db_url, min_size=10, max_size=10)
-    assert pool is not None
+    """The baseline: the query service's own home-timeline statement in a raw asyncpg loop, on
+    a pool built exactly like the service's (same size, same release without a reset query), so
+    the ratio measures the HTTP path and nothing the pool configuration could hide."""
+    pool = await create_query_pool(ctx.db_url)
     lat: list[float] = []
     try:
         end = time.perf_counter() + secs
