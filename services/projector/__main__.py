@@ -22,7 +22,8 @@ from aiohttp import web
 
 from services.projector import deadletters
 from services.projector.rebuild import checksums, print_checksums, rebuild
-from services.projector.runner import LATENCY_BUCKETS, Projector
+from services.projector.runner import Projector
+from services.projector.stats import LATENCY_BUCKETS
 from shared.db import create_pool, migrate
 from shared.http import healthz, json_response, setup_logging
 from shared.kafka import ensure_topics, quiet_client_logs

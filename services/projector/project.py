@@ -3,7 +3,9 @@
 `plan(events)` turns events, in log order per partition, into a list of typed operations the
 store applies in one transaction. Consecutive `post.created` events collapse into one `AddPosts`
 (and one `Notify` for their mentions and replies), which the store applies as a single
-set-based insert and fan-out (DESIGN.md §4: no per-row round trips on the hot path).
+set-based insert and fan-out (DESIGN.md §4: no per-row round trips on the hot path); runs of
+registrations and of follow-register writes collapse likewise (`merge`), and `interleave`
+orders a batch's partitions so that such runs are long.
 
 Every operation is state-based and idempotent, so the result does not depend on how partitions
 interleave (invariant 4):
@@ -167,6 +169,19 @@ class SetFollow(msgspec.Struct, frozen=True):
     at: datetime
 
 
+class SetFollows(msgspec.Struct, frozen=True):
+    """A run of follow-register writes applied set-based: one per (follower, followee) pair,
+    the pair's last writer (see `latest_follows`), sorted by pair."""
+
+    follows: tuple[SetFollow, ...]
+
+
+class UpsertUsers(msgspec.Struct, frozen=True):
+    """A run of registrations applied set-based: the first per user id (see `first_users`)."""
+
+    users: tuple[UpsertUser, ...]
+
+
 class RequestFollow(msgspec.Struct, frozen=True):
     follower_id: int
     followee_id: int
@@ -212,6 +227,7 @@ class SetAudienceMember(msgspec.Struct, frozen=True):
 
 Op = (
     UpsertUser
+    | UpsertUsers
     | UpdateProfile
     | AddPosts
     | Notify
@@ -221,6 +237,7 @@ Op = (
     | RemoveRepost
     | SetLike
     | SetFollow
+    | SetFollows
     | RequestFollow
     | SetBlock
     | SetMute
@@ -350,42 +367,135 @@ def ops_for(event: AnyEvent) -> list[Op]:
     raise TypeError(f"no projection for {type(event).__name__}")
 
 
-def merge(per_event: Iterable[list[Op]]) -> list[Op]:
-    """Concatenate per-event operations, collapsing each run of post.created into one AddPosts
-    followed by one Notify.
+def latest_follows(writes: Iterable[SetFollow]) -> tuple[SetFollow, ...]:
+    """The last writer of each (follower, followee) register among `writes`: the highest
+    version (UUIDv7 event ids order by time), whatever order the writes came in.
 
-    Merging a run is safe because nothing between two post.created events of the run could
-    change who follows whom: the run is contiguous in the batch's order. Within a run, a reply
-    to a post of the same run gets its conversation root here, since the set-based insert
-    cannot see its own rows.
+    Applying only the winner is what applying all of them in turn would leave: the register
+    keeps its highest version, and the winner ends every request any loser would have ended
+    (theirs are older). Sorted by pair, so concurrent batches lock rows in one order; a pair
+    also may appear only once in one INSERT … ON CONFLICT DO UPDATE.
+    """
+    best: dict[tuple[int, int], SetFollow] = {}
+    for w in writes:
+        key = (w.follower_id, w.followee_id)
+        held = best.get(key)
+        if held is None or w.version > held.version:
+            best[key] = w
+    return tuple(best[k] for k in sorted(best))
+
+
+def first_users(registrations: Iterable[UpsertUser]) -> tuple[UpsertUser, ...]:
+    """The first registration of each user id, in log order: a registration never overwrites
+    (ON CONFLICT DO NOTHING), so later ones for the same id are no-ops anyway."""
+    first: dict[int, UpsertUser] = {}
+    for r in registrations:
+        first.setdefault(r.user_id, r)
+    return tuple(first.values())
+
+
+# Kinds of events whose consecutive runs collapse into one set-based operation.
+_POSTS, _USERS, _FOLLOWS = "posts", "users", "follows"
+_RUN_ORDER: tuple[str | None, ...] = (_USERS, _FOLLOWS, None, _POSTS)
+
+
+def run_kind(event_ops: list[Op]) -> str | None:
+    """Which run an event's operations join (None: it is applied on its own)."""
+    if not event_ops:
+        return None
+    match event_ops[0]:
+        case AddPosts():
+            return _POSTS
+        case UpsertUser():
+            return _USERS
+        case SetFollow():
+            return _FOLLOWS
+    return None
+
+
+def interleave(streams: Iterable[Iterable[list[Op]]]) -> list[list[Op]]:
+    """One order for the events of several partitions (each stream in its log order) that
+    keeps runs of the same kind together, so `merge` makes few, large set-based operations.
+
+    Any interleaving of partitions is a valid order (invariant 4: the read models do not depend
+    on it), only each partition's own order must hold. Greedy: of the kinds at the streams'
+    heads take the first in _RUN_ORDER, then every stream's leading events of that kind, and
+    repeat. Posts come last: their runs are the costly fan-outs, and waiting lets the other
+    partitions' posts join the same run.
+    """
+    queues = [list(s) for s in streams]
+    heads = [0] * len(queues)
+    out: list[list[Op]] = []
+    while True:
+        live = [i for i, q in enumerate(queues) if heads[i] < len(q)]
+        if not live:
+            return out
+        kind = min((run_kind(queues[i][heads[i]]) for i in live), key=_RUN_ORDER.index)
+        for i in live:
+            q, h = queues[i], heads[i]
+            while h < len(q) and run_kind(q[h]) == kind:
+                out.append(q[h])
+                h += 1
+            heads[i] = h
+
+
+def merge(per_event: Iterable[list[Op]]) -> list[Op]:
+    """Concatenate per-event operations, collapsing each run of post.created into one AddPosts,
+    each run of user.registered into one UpsertUsers and each run of follow-register writes
+    into one SetFollows, each followed by one Notify for the run's notifications.
+
+    Merging a run of posts is safe because nothing between two post.created events of the run
+    could change who follows whom: the run is contiguous in the batch's order. Within a run, a
+    reply to a post of the same run gets its conversation root here, since the set-based insert
+    cannot see its own rows. A run of follows keeps each pair's last writer (`latest_follows`);
+    its notifications move after it, which changes nothing: a follow-register write only ends
+    follow_request notifications, and those never come from a follow-register write.
     """
     ops: list[Op] = []
-    run: list[NewPost] = []
+    posts: list[NewPost] = []
+    users: list[UpsertUser] = []
+    follows: list[SetFollow] = []
     notes: list[Notification] = []
     roots: dict[int, int] = {}
+    current: str | None = None
 
     def flush() -> None:
-        if run:
-            ops.append(AddPosts(tuple(run)))
-            if notes:
-                ops.append(Notify(tuple(notes)))
-            run.clear()
-            notes.clear()
+        if posts:
+            ops.append(AddPosts(tuple(posts)))
+        if users:
+            ops.append(UpsertUsers(first_users(users)))
+        if follows:
+            ops.append(SetFollows(latest_follows(follows)))
+        if notes:
+            ops.append(Notify(tuple(notes)))
+        posts.clear()
+        users.clear()
+        follows.clear()
+        notes.clear()
 
     for event_ops in per_event:
-        if event_ops and isinstance(event_ops[0], AddPosts):
-            for p in event_ops[0].posts:
-                if p.conversation_id is None and p.in_reply_to_id in roots:
-                    p = msgspec.structs.replace(p, conversation_id=roots[p.in_reply_to_id])
-                if p.conversation_id is not None:
-                    roots[p.post_id] = p.conversation_id
-                run.append(p)
-            for op in event_ops[1:]:
-                if isinstance(op, Notify):
-                    notes.extend(op.notifications)
+        kind = run_kind(event_ops)
+        if kind != current or kind is None:
+            flush()
+            current = kind
+        if kind is None:
+            ops.extend(event_ops)
             continue
-        flush()
-        ops.extend(event_ops)
+        for op in event_ops:
+            match op:
+                case AddPosts():
+                    for p in op.posts:
+                        if p.conversation_id is None and p.in_reply_to_id in roots:
+                            p = msgspec.structs.replace(p, conversation_id=roots[p.in_reply_to_id])
+                        if p.conversation_id is not None:
+                            roots[p.post_id] = p.conversation_id
+                        posts.append(p)
+                case UpsertUser():
+                    users.append(op)
+                case SetFollow():
+                    follows.append(op)
+                case Notify():
+                    notes.extend(op.notifications)
     flush()
     return ops
 
@@ -421,6 +531,9 @@ def lock_slots(ops: Iterable[Op]) -> list[int]:
                 users.add(op.reposter_id)
             case SetFollow() | RequestFollow():
                 users.update((op.follower_id, op.followee_id))
+            case SetFollows(follows=follows):
+                for f in follows:
+                    users.update((f.follower_id, f.followee_id))
             case SetBlock():
                 users.update((op.blocker_id, op.blocked_id))
             case UpsertAudience() | DeleteAudience():

@@ -17,21 +17,19 @@ Checksums: per table, md5 over every row's text in primary-key order, and the ro
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sys
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.structs import ConsumerRecord
 
-from services.projector import store
-from services.projector.project import Op, merge
-from services.projector.runner import RECORD_DEAD_LETTER, plan_record
-from shared.codec import PoisonEvent
+from services.projector import batch, store
+from services.projector.runner import plan_record
+from services.projector.sql_offsets import RECORD_DEAD_LETTER
 from shared.settings import Settings
 
 # Every table the projector derives from the log. Bookkeeping (projector_offsets,
@@ -53,6 +51,10 @@ READ_MODELS: tuple[str, ...] = (
     "home_timeline",
     "notifications",
 )
+
+# Records per transaction of the replay: it writes to tables nobody reads yet, so only memory
+# bounds it.
+REPLAY_BATCH_RECORDS = 5000
 
 _PRIMARY_KEY = """
 SELECT a.attname
@@ -133,49 +135,61 @@ class Replayer:
         self.dead_letters = 0
 
     async def replay(self, consumer: AIOKafkaConsumer, until: dict[int, int]) -> None:
-        """Consume and apply until every partition reached its `until` offset."""
+        """Consume and apply until every partition reached its `until` offset. One batch is
+        written while the next is fetched and planned, as in the live projector."""
         topic = self.settings.topic
         for p, end in until.items():
             start = self.positions.get(p, 0)
             if start < end:
                 consumer.seek(TopicPartition(topic, p), start)
-        while any(self.positions.get(p, 0) < end for p, end in until.items()):
-            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
-            records = [
-                r
-                for recs in batch.values()
-                for r in recs
-                if r.offset >= self.positions.get(r.partition, 0)
-                and r.offset < until.get(r.partition, 0)
-            ]
-            if records:
-                await self._apply(records)
-            for tp in list(consumer.assignment()):
-                if self.positions.get(tp.partition, 0) >= until.get(tp.partition, 0):
-                    consumer.pause(tp)
+        planned_to = dict(self.positions)  # next offset to plan, per partition
+        writing: asyncio.Future[None] | None = None
+        try:
+            while any(planned_to.get(p, 0) < end for p, end in until.items()):
+                fetched = await consumer.getmany(
+                    timeout_ms=0 if writing else 500, max_records=REPLAY_BATCH_RECORDS
+                )
+                records = [
+                    r
+                    for recs in fetched.values()
+                    for r in recs
+                    if planned_to.get(r.partition, 0) <= r.offset < until.get(r.partition, 0)
+                ]
+                planned = await batch.plan_async(records, plan_record) if records else None
+                if planned is not None:
+                    planned_to.update(planned.next_offsets)
+                if writing is not None:
+                    await writing
+                    writing = None
+                if planned is not None:
+                    writing = asyncio.ensure_future(self._write(planned))
+                for tp in list(consumer.assignment()):
+                    if planned_to.get(tp.partition, 0) >= until.get(tp.partition, 0):
+                        consumer.pause(tp)
+            if writing is not None:
+                await writing
+                writing = None
+        finally:
+            if writing is not None:
+                writing.cancel()
         consumer.resume(*consumer.assignment())
 
-    async def _apply(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
-        per_event: list[list[Op]] = []
+    async def _write(self, planned: batch.Planned) -> None:
         async with self.conn.transaction():
-            for rec in records:
-                try:
-                    per_event.append(plan_record(rec.value))
-                except PoisonEvent as why:
-                    self.dead_letters += 1
-                    await self.conn.execute(
-                        RECORD_DEAD_LETTER,
-                        rec.topic,
-                        rec.partition,
-                        rec.offset,
-                        why.reason,
-                        why.detail[:2000],
-                        rec.value,
-                    )
-            await store.apply(self.conn, merge(per_event), self.settings.timeline_cap)
-        for rec in records:
-            self.positions[rec.partition] = rec.offset + 1
-        self.progress.advance(len(records))
+            for rec, why in planned.poison:
+                self.dead_letters += 1
+                await self.conn.execute(
+                    RECORD_DEAD_LETTER,
+                    rec.topic,
+                    rec.partition,
+                    rec.offset,
+                    why.reason,
+                    why.detail[:2000],
+                    rec.value,
+                )
+            await store.apply(self.conn, planned.ops, self.settings.timeline_cap)
+        self.positions.update(planned.next_offsets)
+        self.progress.advance(len(planned.records))
 
 
 async def _end_offsets(settings: Settings, consumer: AIOKafkaConsumer) -> dict[int, int]:

@@ -17,15 +17,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from services.projector import store
-from services.projector.project import Op, lock_slots, merge, ops_for
+from services.projector import batch, store
+from services.projector.project import Op, lock_slots, ops_for
+from services.projector.sql_offsets import (
+    ADVANCE,
+    CLAIM_PARTITION,
+    LOCK_SLOTS_SQL,
+    RECORD_DEAD_LETTER,
+)
+from services.projector.stats import Stats
 from shared import codec
 from shared.codec import PoisonEvent
 from shared.settings import Settings
@@ -38,43 +45,13 @@ WAKEUP_LIMIT = 500
 TRIM_EVERY = 50
 TRIM_PENDING_LIMIT = 20_000
 
-CLAIM_PARTITION = """
-INSERT INTO projector_offsets (topic, partition, next_offset, epoch)
-VALUES ($1, $2, 0, 1)
-ON CONFLICT (topic, partition) DO UPDATE SET epoch = projector_offsets.epoch + 1,
-                                             updated_at = now()
-RETURNING next_offset, epoch
-"""
-
-# A batch also must not start before the stored position: records fetched before a
-# (re)assignment, which then sought back to that position, would otherwise be applied twice
-# (once now, once when they are fetched again).
-ADVANCE = """
-UPDATE projector_offsets AS o
-   SET next_offset = n.next_offset, updated_at = now()
-  FROM unnest($2::int[], $3::bigint[], $4::bigint[], $5::bigint[])
-       AS n(partition, next_offset, epoch, first_offset)
- WHERE o.topic = $1 AND o.partition = n.partition AND o.epoch = n.epoch
-   AND o.next_offset <= n.first_offset
-"""
-
-RECORD_DEAD_LETTER = """
-INSERT INTO dead_letters (topic, partition, "offset", reason, detail, payload)
-VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (topic, partition, "offset") DO NOTHING
-"""
-
-
-LOCK_SLOTS_SQL = (
-    # unnest keeps the array's (sorted) order, so slots are taken in ascending order.
-    "SELECT count(pg_advisory_xact_lock(7401, s)) FROM unnest($1::int[]) AS s"
-)
 # How long a batch in flight at SIGTERM may run on before it is cancelled (rolled back: its
 # events are applied again by whoever owns the partitions next, nothing is lost).
 STOP_GRACE_S = 4.0
 # Records per transaction. The benchmark measured 5,000 post.created events fanning out to
 # ~500 K timeline rows in one 8-11 s transaction: every post in it waited for the slowest, and
-# SIGTERM waited for it too. 1,000 keeps batches set-based but short.
+# SIGTERM waited for it too. 1,000 keeps batches set-based but short; a replay from offset 0
+# measured no faster with 3,000 or 5,000 (the fan-out's cost is per row, not per statement).
 MAX_BATCH_RECORDS = 1000
 
 
@@ -103,51 +80,6 @@ def plan_record(value: bytes | None) -> list[Op]:
 class Fenced(Exception):
     """Another projector instance owns one of this batch's partitions now, or the batch
     starts before the stored position (it was fetched before a reassignment sought back)."""
-
-
-# Batch apply latency buckets, seconds.
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-# The events/s gauge averages over this many seconds.
-RATE_WINDOW_S = 10.0
-
-
-class Stats:
-    """Counters the /metrics endpoint exposes."""
-
-    def __init__(self) -> None:
-        self.events_applied = 0
-        self.batches = 0
-        self.timeline_rows = 0
-        self.timeline_rows_trimmed = 0
-        self.dead_letters = 0
-        self.fenced = 0
-        self.last_batch_at = 0.0
-        self.latency_counts = [0] * len(LATENCY_BUCKETS)
-        self.latency_sum = 0.0
-        self.latency_count = 0
-        self._samples: deque[tuple[float, int]] = deque()
-
-    def observe_batch(self, seconds: float, events: int, now: float) -> None:
-        self.events_applied += events
-        self.batches += 1
-        self.last_batch_at = now
-        self.latency_sum += seconds
-        self.latency_count += 1
-        for i, bound in enumerate(LATENCY_BUCKETS):
-            if seconds <= bound:
-                self.latency_counts[i] += 1
-        self._samples.append((now, self.events_applied))
-        while self._samples and self._samples[0][0] < now - RATE_WINDOW_S:
-            self._samples.popleft()
-
-    def events_per_second(self, now: float) -> float:
-        """Events applied per second over the last RATE_WINDOW_S (0 when idle)."""
-        recent = [s for s in self._samples if s[0] >= now - RATE_WINDOW_S]
-        if not recent:
-            return 0.0
-        first_t, first_n = recent[0]
-        span = max(now - first_t, 1.0)
-        return (self.events_applied - first_n) / span
 
 
 def wakeup_payload(applied: store.Applied) -> str | None:
@@ -180,12 +112,16 @@ class Projector:
     async def claim(self, partitions: Sequence[int]) -> dict[int, int]:
         """Take ownership of partitions; returns the offset to resume from for each."""
         resume: dict[int, int] = {}
+        epochs: dict[int, int] = {}
         async with self.pool.acquire() as conn, conn.transaction():
             for p in sorted(partitions):
                 row = await conn.fetchrow(CLAIM_PARTITION, self.settings.topic, p)
                 assert row is not None
-                self.epochs[p] = row["epoch"]
+                epochs[p] = row["epoch"]
                 resume[p] = row["next_offset"]
+        # Claimed only once committed, and (no await between) the caller seeks right after:
+        # the loop never applies records fetched before the seek (see `_claimed`).
+        self.epochs.update(epochs)
         self.positions.update(resume)
         return resume
 
@@ -210,25 +146,15 @@ class Projector:
 
         With `failed`, the records are not applied but dead-lettered with that reason.
         """
-        if not records:
-            return
+        if records:
+            await self.write_batch(batch.plan(records, plan_record, failed))
+
+    async def write_batch(self, planned: batch.Planned) -> None:
+        """Write a planned batch and advance its partitions' offsets in one transaction, if
+        this instance still owns them at the batch's first offsets (else Fenced)."""
         started = time.perf_counter()
-        per_event: list[list[Op]] = []
-        poison: list[tuple[ConsumerRecord[bytes, bytes], PoisonEvent]] = []
-        next_offsets: dict[int, int] = {}
-        first_offsets: dict[int, int] = {}
-        for rec in records:
-            next_offsets[rec.partition] = rec.offset + 1
-            first_offsets.setdefault(rec.partition, rec.offset)
-            if failed is not None:
-                poison.append((rec, failed))
-                continue
-            try:
-                per_event.append(plan_record(rec.value))
-            except PoisonEvent as exc:
-                poison.append((rec, exc))
-        ops = merge(per_event)
-        parts = sorted(next_offsets)
+        ops, parts, next_offsets = planned.ops, planned.partitions, planned.next_offsets
+        # Ownership as of now, not as of planning: a rebalance may have come in between.
         epochs = [self.epochs.get(p, -1) for p in parts]
         async with self.pool.acquire() as conn, conn.transaction():
             status = await conn.execute(
@@ -237,7 +163,7 @@ class Projector:
                 parts,
                 [next_offsets[p] for p in parts],
                 epochs,
-                [first_offsets[p] for p in parts],
+                [planned.first_offsets[p] for p in parts],
             )
             if int(status.rsplit(" ", 1)[-1]) != len(parts):
                 self.stats.fenced += 1
@@ -248,7 +174,7 @@ class Projector:
             slots = lock_slots(ops)
             if slots:
                 await conn.execute(LOCK_SLOTS_SQL, slots)
-            for rec, why in poison:
+            for rec, why in planned.poison:
                 log.warning("dead-letter %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, why)
                 await conn.execute(
                     RECORD_DEAD_LETTER,
@@ -270,10 +196,11 @@ class Projector:
             if payload is not None:
                 await conn.execute("SELECT pg_notify('stream_wakeup', $1)", payload)
         self.positions.update(next_offsets)
-        self.stats.dead_letters += len(poison)
+        self.stats.dead_letters += len(planned.poison)
         self.stats.timeline_rows += applied.fanned
         self.stats.timeline_rows_trimmed += trimmed
-        self.stats.observe_batch(time.perf_counter() - started, len(per_event), time.time())
+        seconds = time.perf_counter() - started + planned.plan_seconds
+        self.stats.observe_batch(seconds, planned.events, time.time())
 
     async def _maybe_trim(self, conn: asyncpg.Connection, applied: store.Applied) -> int:
         """Amortized timeline trimming (DESIGN.md §4): remember whose timelines grew, visit
@@ -311,45 +238,88 @@ class Projector:
         consumer.subscribe([settings.topic], listener=_Rebalance(self, consumer))
         await consumer.start()
         log.info("projector consuming %s as group %s", settings.topic, settings.projector_group)
+        # One batch is written while the next is fetched and planned (CPU, in this process)
+        # so that planning overlaps PostgreSQL's work; writes still run one at a time.
+        inflight: tuple[asyncio.Future[None], batch.Planned] | None = None
         try:
             while not self._stopping.is_set():
-                batch = await consumer.getmany(timeout_ms=200, max_records=max_records)
-                records = [rec for recs in batch.values() for rec in recs]
-                if not records:
-                    continue
-                try:
-                    await self._apply_until_stopped(records)
-                except asyncio.CancelledError:
-                    if not self._stopping.is_set():
-                        raise
-                    log.info("stopping: in-flight batch rolled back, its owner re-applies it")
-                    break
-                except Fenced as exc:
-                    # Our view of ownership is stale; the group will hand the partitions to
-                    # their new owner (or back to us, with a fresh claim). Nothing was written.
-                    log.warning("%s", exc)
-                    await asyncio.sleep(0.2)
-                    await self._rewind(consumer, {r.partition for r in records})
-                except asyncpg.PostgresError as exc:
-                    if _is_connection_error(exc) or _is_retryable(exc):
-                        await self._database_down(consumer, records, exc)
-                    else:
-                        # A statement failed on this batch's data: apply record by record so
-                        # only the offending events are dead-lettered (invariant 7).
-                        log.error("batch failed (%s); isolating records", exc)
-                        await self._apply_one_by_one(consumer, records)
-                except (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
-                    await self._database_down(consumer, records, exc)
+                fetched = await consumer.getmany(
+                    timeout_ms=0 if inflight else 200, max_records=max_records
+                )
+                records = self._claimed(consumer, fetched)
+                planned = await batch.plan_async(records, plan_record) if records else None
+                if inflight is not None:
+                    if not await self._settle(consumer, *inflight):
+                        # Positions were sought back: what was fetched meanwhile goes back too.
+                        if planned is not None:
+                            await self._rewind(consumer, set(planned.partitions))
+                        planned = None
+                    inflight = None
+                elif fetched and not records:
+                    await asyncio.sleep(0.01)  # put back: let the claim finish
+                if planned is not None and not self._stopping.is_set():
+                    inflight = (asyncio.ensure_future(self.write_batch(planned)), planned)
+            if inflight is not None:
+                await self._settle(consumer, *inflight)
         finally:
             await consumer.stop()
 
-    async def _apply_until_stopped(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
-        """Apply a batch; if a stop is requested meanwhile, give it STOP_GRACE_S, then cancel it
-        (the transaction rolls back) so SIGTERM ends the process within its 10 s budget."""
-        task = asyncio.ensure_future(self.apply_batch(records))
+    async def _settle(
+        self, consumer: AIOKafkaConsumer, task: asyncio.Future[None], planned: batch.Planned
+    ) -> bool:
+        """Wait for a batch's write and handle its failure; False if positions were sought
+        back (or the projector is stopping), so batches fetched since must not be written."""
+        records = planned.records
+        try:
+            await self._until_stopped(task)
+            return True
+        except asyncio.CancelledError:
+            if not self._stopping.is_set():
+                raise
+            log.info("stopping: in-flight batch rolled back, its owner re-applies it")
+        except Fenced as exc:
+            # Our view of ownership is stale; the group will hand the partitions to their new
+            # owner (or back to us, with a fresh claim). Nothing was written.
+            log.warning("%s", exc)
+            await asyncio.sleep(0.2)
+            await self._rewind(consumer, {r.partition for r in records})
+        except asyncpg.PostgresError as exc:
+            if _is_connection_error(exc) or _is_retryable(exc):
+                await self._database_down(consumer, records, exc)
+            else:
+                # A statement failed on this batch's data: apply record by record so only the
+                # offending events are dead-lettered (invariant 7).
+                log.error("batch failed (%s); isolating records", exc)
+                return await self._apply_one_by_one(consumer, records)
+        except (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+            await self._database_down(consumer, records, exc)
+        return False
+
+    def _claimed(
+        self,
+        consumer: AIOKafkaConsumer,
+        fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+    ) -> list[ConsumerRecord[bytes, bytes]]:
+        """The fetched records of partitions this instance has claimed. aiokafka fetches a new
+        partition (from the group's reset position) while on_partitions_assigned still claims
+        it; writing those would only be fenced and cost a rewind, so they are put back: the
+        claim's seek to the stored position, or a later fetch, brings them again."""
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        for tp, recs in fetched.items():
+            if tp.partition in self.epochs:
+                records.extend(recs)
+            elif recs and tp in consumer.assignment():
+                consumer.seek(tp, recs[0].offset)
+        return records
+
+    async def _until_stopped(self, task: asyncio.Future[None]) -> None:
+        """Wait for a batch's write; if a stop is requested meanwhile, give it STOP_GRACE_S,
+        then cancel it (the transaction rolls back) so SIGTERM ends the process within its
+        10 s budget."""
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
-            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            either: set[asyncio.Future[Any]] = {task, stopping}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if not task.done():
                 await asyncio.wait({task}, timeout=STOP_GRACE_S)
             if not task.done():
@@ -394,15 +364,18 @@ class Projector:
 
     async def _apply_one_by_one(
         self, consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord[bytes, bytes]]
-    ) -> None:
+    ) -> bool:
+        """Apply records one at a time, dead-lettering those that fail; False if the database
+        went away meanwhile (positions were sought back)."""
         for rec in records:
             try:
                 await self.apply_batch([rec])
             except asyncpg.PostgresError as exc:
                 if _is_connection_error(exc):
                     await self._database_down(consumer, records, exc)
-                    return
+                    return False
                 await self.apply_batch([rec], failed=PoisonEvent("projection_failed", str(exc)))
+        return True
 
     def stop(self) -> None:
         self._stopping.set()

@@ -6,82 +6,114 @@ from __future__ import annotations
 
 from services.projector.sql_posts import TOUCHED
 
-UPSERT_FOLLOW = """
+# Follow-register writes come set-based, one row per pair (project.latest_follows): $1
+# followers, $2 followees, $3 wished states, $4 versions, $5 times. A follow older than a block
+# between the two people stays inactive.
+_PAIRS = "unnest($1::bigint[], $2::bigint[]) AS g(follower_id, followee_id)"
+
+UPSERT_FOLLOWS = """
 INSERT INTO follows AS f (follower_id, followee_id, active, version, since)
-VALUES ($1, $2,
-        $3 AND NOT EXISTS (
-            SELECT 1 FROM blocks b
-             WHERE ((b.blocker_id = $1 AND b.blocked_id = $2)
-                 OR (b.blocker_id = $2 AND b.blocked_id = $1))
-               AND b.last_block_version > $4),
-        $4, $5)
+SELECT n.follower_id, n.followee_id,
+       n.active AND NOT EXISTS (
+           SELECT 1 FROM blocks b
+            WHERE ((b.blocker_id = n.follower_id AND b.blocked_id = n.followee_id)
+                OR (b.blocker_id = n.followee_id AND b.blocked_id = n.follower_id))
+              AND b.last_block_version > n.version),
+       n.version, n.since
+  FROM unnest($1::bigint[], $2::bigint[], $3::bool[], $4::uuid[], $5::timestamptz[])
+       AS n(follower_id, followee_id, active, version, since)
+ ORDER BY n.follower_id, n.followee_id
 ON CONFLICT (follower_id, followee_id) DO UPDATE
    SET active = EXCLUDED.active, version = EXCLUDED.version, since = EXCLUDED.since
  WHERE f.version < EXCLUDED.version
 """
 
-# Any answer to a request (approval, rejection, withdrawal) ends it and its notification.
-END_REQUEST = (
+# Any answer to a request (approval, rejection, withdrawal) ends it and its notification:
+# $1 followers, $2 followees, $3 versions.
+END_REQUESTS = (
     """
-WITH req AS (
-    DELETE FROM follow_requests WHERE follower_id = $1 AND followee_id = $2 AND version < $3
+WITH g AS (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::uuid[])
+        AS g(follower_id, followee_id, version)
+), req AS (
+    DELETE FROM follow_requests r USING g
+     WHERE r.follower_id = g.follower_id AND r.followee_id = g.followee_id
+       AND r.version < g.version
 ), w AS (
-    DELETE FROM notifications
-     WHERE user_id = $2 AND actor_id = $1 AND kind = 'follow_request' AND event_id < $3
-    RETURNING user_id
+    DELETE FROM notifications n USING g
+     WHERE n.user_id = g.followee_id AND n.actor_id = g.follower_id
+       AND n.kind = 'follow_request' AND n.event_id < g.version
+    RETURNING n.user_id
 )"""
     + TOUCHED
 )
 
-FOLLOW_ACTIVE = "SELECT active FROM follows WHERE follower_id = $1 AND followee_id = $2"
+# The registers' current states (an older write arriving late did not change them).
+FOLLOWS_STATE = f"""
+SELECT g.follower_id, g.followee_id, coalesce(f.active, false) AS active
+  FROM {_PAIRS}
+  LEFT JOIN follows f ON f.follower_id = g.follower_id AND f.followee_id = g.followee_id
+"""
 
-# The followee's recent posts the follower may view; a merged post replaces reposts of it.
+# For every active pair, the followee's $3 most recent posts the follower may view go into the
+# follower's timeline; a merged post replaces reposts of it there.
 MERGE_RECENT = (
-    """
+    f"""
 WITH m AS (
     INSERT INTO home_timeline (user_id, post_id, author_id)
-    SELECT $1, p.post_id, p.author_id FROM (
+    SELECT g.follower_id, p.post_id, p.author_id
+      FROM {_PAIRS}
+      CROSS JOIN LATERAL (
         SELECT post_id, author_id FROM posts p
-         WHERE author_id = $2
+         WHERE author_id = g.followee_id
            AND (visibility IN ('public', 'unlisted', 'followers')
-                OR (visibility = 'direct' AND $1 = ANY(mentions))
+                OR (visibility = 'direct' AND g.follower_id = ANY(mentions))
                 OR (visibility = 'audience' AND EXISTS (
                     SELECT 1 FROM audience_members am
-                     WHERE am.audience_id = p.audience_id AND am.member_id = $1)))
+                     WHERE am.audience_id = p.audience_id AND am.member_id = g.follower_id)))
          ORDER BY post_id DESC LIMIT $3
-    ) p
-    ORDER BY p.post_id
+      ) p
+     ORDER BY g.follower_id, p.post_id
     ON CONFLICT DO NOTHING
     RETURNING user_id, post_id
 ), d AS (
     DELETE FROM home_timeline h USING m
-     WHERE h.user_id = $1 AND h.reposted_post_id = m.post_id
+     WHERE h.user_id = m.user_id AND h.reposted_post_id = m.post_id
     RETURNING h.user_id
 ), w AS (SELECT user_id FROM m UNION ALL SELECT user_id FROM d)"""
     + TOUCHED
 )
 
-# The followee's recent reposts, under the same once-per-timeline rule as the repost fan-out.
+# For every active pair, the followee's $3 most recent reposts, under the same once-per-
+# timeline rule as the repost fan-out. Within the statement the inserts cannot see each other,
+# so of several followees' reposts of one original only the earliest is a candidate.
 MERGE_REPOSTS = (
-    """
+    f"""
 WITH r AS (
-    SELECT r.repost_id, r.reposter_id, r.post_id
-      FROM reposts r JOIN posts p ON p.post_id = r.post_id
-     WHERE r.reposter_id = $2 AND p.visibility IN ('public', 'unlisted')
-     ORDER BY r.repost_id DESC LIMIT $3
+    SELECT DISTINCT ON (g.follower_id, r.post_id)
+           g.follower_id AS user_id, r.repost_id, r.reposter_id, r.post_id
+      FROM {_PAIRS}
+      CROSS JOIN LATERAL (
+        SELECT r.repost_id, r.reposter_id, r.post_id
+          FROM reposts r JOIN posts p ON p.post_id = r.post_id
+         WHERE r.reposter_id = g.followee_id AND p.visibility IN ('public', 'unlisted')
+         ORDER BY r.repost_id DESC LIMIT $3
+      ) r
+     ORDER BY g.follower_id, r.post_id, r.repost_id
 ), ins AS (
     INSERT INTO home_timeline (user_id, post_id, author_id, reposted_post_id)
-    SELECT $1, r.repost_id, r.reposter_id, r.post_id FROM r
-     WHERE NOT EXISTS (SELECT 1 FROM home_timeline h WHERE h.user_id = $1 AND h.post_id = r.post_id)
+    SELECT r.user_id, r.repost_id, r.reposter_id, r.post_id FROM r
+     WHERE NOT EXISTS (SELECT 1 FROM home_timeline h
+                        WHERE h.user_id = r.user_id AND h.post_id = r.post_id)
        AND NOT EXISTS (SELECT 1 FROM home_timeline h
-                        WHERE h.user_id = $1 AND h.reposted_post_id = r.post_id
+                        WHERE h.user_id = r.user_id AND h.reposted_post_id = r.post_id
                           AND h.post_id < r.repost_id)
-     ORDER BY r.repost_id
+     ORDER BY r.user_id, r.repost_id
     ON CONFLICT DO NOTHING
     RETURNING user_id, post_id, reposted_post_id
 ), del AS (
     DELETE FROM home_timeline h USING ins
-     WHERE h.user_id = $1 AND h.reposted_post_id = ins.reposted_post_id
+     WHERE h.user_id = ins.user_id AND h.reposted_post_id = ins.reposted_post_id
        AND h.post_id > ins.post_id
     RETURNING h.user_id
 ), w AS (SELECT user_id FROM ins UNION ALL SELECT user_id FROM del)"""
@@ -94,10 +126,12 @@ _FOLLOW_DELIVERED = """(h.reposted_post_id IS NOT NULL OR NOT EXISTS (
         SELECT 1 FROM posts p WHERE p.post_id = h.post_id
            AND p.visibility IN ('audience', 'direct')))"""
 
-# Returns (user, original post) of every removed row: reposts of those originals by accounts
-# the user still follows may show now (RESTORE_REPOSTS).
-REMOVE_AUTHOR = f"""
-DELETE FROM home_timeline h WHERE h.user_id = $1 AND h.author_id = $2
+# REMOVE_AUTHORS returns (user, original post) of every removed row: reposts of those
+# originals by accounts the user still follows may show now (RESTORE_REPOSTS).
+# For every inactive pair: the follower's timeline loses the followee's follow-delivered rows.
+REMOVE_AUTHORS = f"""
+DELETE FROM home_timeline h USING {_PAIRS}
+ WHERE h.user_id = g.follower_id AND h.author_id = g.followee_id
    AND {_FOLLOW_DELIVERED}
 RETURNING h.user_id, coalesce(h.reposted_post_id, h.post_id) AS original
 """

@@ -26,18 +26,22 @@ from services.projector.project import (
     SetAudienceMember,
     SetBlock,
     SetFollow,
+    SetFollows,
     SetLike,
     SetMute,
     UpdateProfile,
     UpsertAudience,
     UpsertUser,
+    UpsertUsers,
 )
 from services.projector.sql_posts import (
     ADD_LIKE,
-    ADD_POSTS,
     ADD_REPOST,
     DELETE_POST,
     EDIT_POST,
+    FAN_OUT,
+    FAN_OUT_GUARDED,
+    INSERT_POSTS,
     NOTIFY,
     POSTS_AFTER,
     RECOUNT_REPLIES,
@@ -47,17 +51,11 @@ from services.projector.sql_posts import (
     REPOST_FANOUT_BY_ORIGINAL,
     REROOT,
     UPDATE_PROFILE,
-    UPSERT_USER,
 )
 from services.projector.sql_relations import (
     ADD_MEMBER,
     DELETE_AUDIENCE,
     END_FOLLOWS,
-    END_REQUEST,
-    FOLLOW_ACTIVE,
-    MERGE_RECENT,
-    MERGE_REPOSTS,
-    REMOVE_AUTHOR,
     REMOVE_MEMBER,
     REMOVE_UNFOLLOWED,
     REQUEST_FOLLOW,
@@ -65,9 +63,9 @@ from services.projector.sql_relations import (
     TRIM,
     UPSERT_AUDIENCE,
     UPSERT_BLOCK,
-    UPSERT_FOLLOW,
     UPSERT_MUTE,
 )
+from services.projector.store_runs import set_follows, upsert_users
 
 NIL_VERSION = uuid.UUID(int=0)
 MAX_REROOT_PASSES = 64
@@ -130,9 +128,9 @@ async def apply(conn: asyncpg.Connection, ops: Sequence[Op], timeline_cap: int) 
                         [n.created_at for n in notes],
                     )
             case UpsertUser():
-                await conn.execute(
-                    UPSERT_USER, op.user_id, op.username, op.display_name, op.created_at
-                )
+                await upsert_users(conn, (op,))
+            case UpsertUsers(users=users):
+                await upsert_users(conn, users)
             case UpdateProfile():
                 await conn.execute(
                     UPDATE_PROFILE, op.user_id, op.display_name, op.bio, op.avatar_url, op.locked
@@ -163,7 +161,9 @@ async def apply(conn: asyncpg.Connection, ops: Sequence[Op], timeline_cap: int) 
             case SetLike(active=False):
                 await _touch(conn, out, REMOVE_LIKE, op.post_id, op.user_id)
             case SetFollow():
-                await _set_follow(conn, out, op, timeline_cap)
+                await set_follows(conn, out, (op,), timeline_cap)
+            case SetFollows(follows=follows):
+                await set_follows(conn, out, follows, timeline_cap)
             case RequestFollow():
                 await conn.execute(
                     REQUEST_FOLLOW, op.follower_id, op.followee_id, op.version, op.at
@@ -209,8 +209,8 @@ async def apply(conn: asyncpg.Connection, ops: Sequence[Op], timeline_cap: int) 
 
 
 async def _add_posts(conn: asyncpg.Connection, out: Applied, ps: Sequence[NewPost]) -> None:
-    row = await conn.fetchrow(
-        ADD_POSTS,
+    stored = await conn.fetch(
+        INSERT_POSTS,
         [p.post_id for p in ps],
         [p.author_id for p in ps],
         [p.text for p in ps],
@@ -227,9 +227,15 @@ async def _add_posts(conn: asyncpg.Connection, out: Applied, ps: Sequence[NewPos
         [pg_array(p.links) for p in ps],
         [p.media_json for p in ps],
     )
-    if row is not None and row["n"] and row["users"] is None:
-        out.wide_authors.update(p.author_id for p in ps)
-    out.fanned += out.touch(row)
+    if stored:
+        # Only the posts that are new fan out (a redelivered one is not returned).
+        guarded = any(r["id_taken"] for r in stored)
+        row = await conn.fetchrow(
+            FAN_OUT_GUARDED if guarded else FAN_OUT, [r["post_id"] for r in stored]
+        )
+        if row is not None and row["n"] and row["users"] is None:
+            out.wide_authors.update(p.author_id for p in ps)
+        out.fanned += out.touch(row)
     post_ids = [p.post_id for p in ps]
     parents = sorted({p.in_reply_to_id for p in ps if p.in_reply_to_id is not None})
     if parents:
@@ -245,27 +251,6 @@ async def _add_posts(conn: asyncpg.Connection, out: Applied, ps: Sequence[NewPos
                 break
     if await conn.fetchval(POSTS_AFTER, post_ids):
         out.fanned += await _touch(conn, out, REPOST_FANOUT_BY_ORIGINAL, post_ids)
-
-
-async def _set_follow(
-    conn: asyncpg.Connection, out: Applied, op: SetFollow, timeline_cap: int
-) -> None:
-    await conn.execute(UPSERT_FOLLOW, op.follower_id, op.followee_id, op.active, op.version, op.at)
-    await _touch(conn, out, END_REQUEST, op.follower_id, op.followee_id, op.version)
-    # Reconcile with the register's current state, not with this event's wish: an older event
-    # arriving late must not undo a newer one.
-    active = await conn.fetchval(FOLLOW_ACTIVE, op.follower_id, op.followee_id)
-    if active:
-        out.fanned += await _touch(
-            conn, out, MERGE_RECENT, op.follower_id, op.followee_id, timeline_cap
-        )
-        out.fanned += await _touch(
-            conn, out, MERGE_REPOSTS, op.follower_id, op.followee_id, timeline_cap
-        )
-    else:
-        rows = await conn.fetch(REMOVE_AUTHOR, op.follower_id, op.followee_id)
-        out.users.update(r["user_id"] for r in rows)
-        await _restore_reposts(conn, out, rows)
 
 
 async def _restore_reposts(

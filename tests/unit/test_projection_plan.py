@@ -18,6 +18,7 @@ from services.projector.project import (
     SetAudienceMember,
     SetBlock,
     SetFollow,
+    SetFollows,
     SetLike,
     SetMute,
     UpdateProfile,
@@ -156,7 +157,7 @@ def test_reply_to_a_post_of_the_same_run_gets_its_root_in_the_plan() -> None:
 def test_other_events_split_runs_and_keep_order() -> None:
     f = follow(4, 1)
     ops = plan([post(1), post(2), f, post(3)])
-    assert [type(o) for o in ops] == [AddPosts, SetFollow, Notify, AddPosts]
+    assert [type(o) for o in ops] == [AddPosts, SetFollows, Notify, AddPosts]
     assert [p.post_id for p in ops[0].posts] == [1, 2]  # type: ignore[union-attr]
     assert [p.post_id for p in ops[3].posts] == [3]  # type: ignore[union-attr]
 

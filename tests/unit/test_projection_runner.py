@@ -1,6 +1,7 @@
 """Pure helpers of the projector loop: the streaming wake-up payload and the batch metrics."""
 
-from services.projector.runner import LATENCY_BUCKETS, Stats, wakeup_payload
+from services.projector.runner import wakeup_payload
+from services.projector.stats import LATENCY_BUCKETS, Stats
 from services.projector.store import Applied, pg_array
 
 

@@ -1,0 +1,116 @@
+"""Set-based runs in the plan: last writer per follow pair, first registration per user, and
+the interleaving of partitions that lines runs up. Pure, no Kafka or PostgreSQL."""
+
+import uuid
+from datetime import UTC, datetime
+
+from services.projector.project import (
+    AddPosts,
+    NewPost,
+    Notification,
+    Notify,
+    Op,
+    SetBlock,
+    SetFollow,
+    SetFollows,
+    UpsertUser,
+    UpsertUsers,
+    first_users,
+    interleave,
+    latest_follows,
+    lock_slots,
+    merge,
+)
+
+NOW = datetime(2026, 11, 26, tzinfo=UTC)
+
+
+def v(n: int) -> uuid.UUID:
+    # UUIDv7 ids compare by time first; small integers keep the same order.
+    return uuid.UUID(int=n)
+
+
+def fw(a: int, b: int, active: bool, n: int) -> SetFollow:
+    return SetFollow(a, b, active, v(n), NOW)
+
+
+def follow_event(a: int, b: int, n: int) -> list[Op]:
+    note = Notification(b, v(n), "follow", a, None, NOW)
+    return [fw(a, b, True, n), Notify((note,))]
+
+
+def user(u: int, name: str = "") -> list[Op]:
+    return [UpsertUser(u, name or f"u{u}", "", NOW)]
+
+
+def post(pid: int, author: int = 1) -> list[Op]:
+    return [AddPosts((NewPost(post_id=pid, author_id=author, text="t", created_at=NOW),))]
+
+
+def other(n: int) -> list[Op]:
+    return [SetBlock(1, 2, True, v(n), NOW)]
+
+
+def test_the_highest_version_of_a_pair_wins_whatever_the_order() -> None:
+    writes = [fw(1, 2, True, 5), fw(1, 2, False, 9), fw(1, 2, True, 7)]
+    assert latest_follows(writes) == (fw(1, 2, False, 9),)
+    assert latest_follows(reversed(writes)) == (fw(1, 2, False, 9),)
+
+
+def test_pairs_are_independent_and_sorted() -> None:
+    writes = [fw(3, 1, True, 1), fw(1, 2, True, 2), fw(2, 1, False, 3), fw(1, 2, False, 1)]
+    assert latest_follows(writes) == (fw(1, 2, True, 2), fw(2, 1, False, 3), fw(3, 1, True, 1))
+
+
+def test_a_redelivered_write_counts_once() -> None:
+    assert latest_follows([fw(1, 2, True, 4), fw(1, 2, True, 4)]) == (fw(1, 2, True, 4),)
+
+
+def test_the_first_registration_of_a_user_wins() -> None:
+    regs = [UpsertUser(1, "a", "", NOW), UpsertUser(2, "b", "", NOW), UpsertUser(1, "z", "", NOW)]
+    assert first_users(regs) == (regs[0], regs[1])
+
+
+def test_runs_of_users_and_follows_collapse_with_their_notifications_after() -> None:
+    ops = merge([user(1), user(2), follow_event(1, 2, 1), follow_event(2, 1, 2), post(10)])
+    assert [type(o) for o in ops] == [UpsertUsers, SetFollows, Notify, AddPosts]
+    assert [u.user_id for u in ops[0].users] == [1, 2]  # type: ignore[union-attr]
+    assert ops[1] == SetFollows((fw(1, 2, True, 1), fw(2, 1, True, 2)))
+    assert [n.user_id for n in ops[2].notifications] == [2, 1]  # type: ignore[union-attr]
+
+
+def test_a_follow_then_unfollow_in_one_run_leaves_the_unfollow() -> None:
+    ops = merge([follow_event(1, 2, 1), [fw(1, 2, False, 2)]])
+    assert ops[0] == SetFollows((fw(1, 2, False, 2),))
+    assert isinstance(ops[1], Notify)  # the follow happened: its notification stays
+
+
+def test_other_events_split_runs() -> None:
+    ops = merge([follow_event(1, 2, 1), other(2), follow_event(3, 2, 3)])
+    assert [type(o) for o in ops] == [SetFollows, Notify, SetBlock, SetFollows, Notify]
+
+
+def test_interleave_keeps_each_partition_in_order_and_groups_kinds() -> None:
+    p0 = [user(1), follow_event(1, 2, 1), post(10, 1), post(11, 1)]
+    p1 = [user(2), user(3), follow_event(2, 1, 2), post(20, 2)]
+    p2 = [post(30, 4), other(5), post(31, 4)]
+    order = interleave([p0, p1, p2])
+    assert sorted(map(id, order)) == sorted(map(id, p0 + p1 + p2))
+    for stream in (p0, p1, p2):
+        positions = [next(i for i, e in enumerate(order) if e is x) for x in stream]
+        assert positions == sorted(positions)
+    ops = merge(order)
+    # Users, then follows, then every partition's leading posts, the block, the last post.
+    kinds = [type(o).__name__ for o in ops]
+    assert kinds == ["UpsertUsers", "SetFollows", "Notify", "AddPosts", "SetBlock", "AddPosts"]
+    assert [p.post_id for p in ops[3].posts] == [10, 11, 20, 30]  # type: ignore[union-attr]
+    assert [p.post_id for p in ops[5].posts] == [31]  # type: ignore[union-attr]
+
+
+def test_interleave_of_nothing() -> None:
+    assert interleave([]) == []
+    assert interleave([[], []]) == []
+
+
+def test_lock_slots_cover_every_pair_of_a_run() -> None:
+    assert lock_slots([SetFollows((fw(1, 2, True, 1), fw(1025, 3, False, 2)))]) == [1, 2, 3]
