@@ -13,7 +13,8 @@ from typing import TypeAlias
 
 from aiokafka.structs import ConsumerRecord
 
-from services.projector.project import Op, interleave, merge
+from services.projector.project import Op
+from services.projector.runs import interleave, merge
 from shared.codec import PoisonEvent
 
 Record: TypeAlias = "ConsumerRecord[bytes, bytes]"

@@ -25,7 +25,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from services.projector import batch, store
-from services.projector.project import Op, lock_slots, ops_for
+from services.projector.project import Op, ops_for
+from services.projector.runs import lock_slots
 from services.projector.sql_offsets import (
     ADVANCE,
     CLAIM_PARTITION,

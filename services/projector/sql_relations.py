@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from services.projector.sql_posts import TOUCHED
 
-# Follow-register writes come set-based, one row per pair (project.latest_follows): $1
+# Follow-register writes come set-based, one row per pair (runs.latest_follows): $1
 # followers, $2 followees, $3 wished states, $4 versions, $5 times. A follow older than a block
 # between the two people stays inactive.
 _PAIRS = "unnest($1::bigint[], $2::bigint[]) AS g(follower_id, followee_id)"

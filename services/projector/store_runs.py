@@ -1,7 +1,7 @@
-"""Applies the set-based runs of registrations and follow-register writes (project.merge),
+"""Applies the set-based runs of registrations and follow-register writes (runs.merge),
 inside the caller's transaction: a few statements per run, whatever its length.
 
-A run of follow writes has one write per pair (project.latest_follows). Every register is
+A run of follow writes has one write per pair (runs.latest_follows). Every register is
 written first; then each pair's follower timeline is reconciled with the register's *current*
 state (an older write arriving late must not undo a newer one): the rows of unfollowed accounts
 go (and reposts they hid come back), then active follows merge the followee's recent posts and

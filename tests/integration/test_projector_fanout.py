@@ -14,7 +14,7 @@ import uuid
 import asyncpg
 import pytest
 
-from services.projector import project, sql_posts, store
+from services.projector import runs, sql_posts, store
 from shared.events import (
     AudienceCreated,
     AudienceData,
@@ -161,8 +161,8 @@ async def test_a_fan_out_names_few_readers_and_calls_a_wide_one_many(
                 uuid.uuid4(),
                 crowd,
             )
-            few = await store.apply(conn, project.plan([post(small), post(small)]), 800)
-            many = await store.apply(conn, project.plan([post(wide)]), 800)
+            few = await store.apply(conn, runs.plan([post(small), post(small)]), 800)
+            many = await store.apply(conn, runs.plan([post(wide)]), 800)
         finally:
             await tx.rollback()  # the crowd's follows and timelines stay out of other tests
     assert (few.fanned, few.users, few.overflow) == (8, {small, *readers}, False)

@@ -25,8 +25,8 @@ from services.projector.project import (
     UpsertAudience,
     UpsertUser,
     ops_for,
-    plan,
 )
+from services.projector.runs import plan
 from shared.events import (
     AudienceCreated,
     AudienceData,

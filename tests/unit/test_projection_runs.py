@@ -15,12 +15,8 @@ from services.projector.project import (
     SetFollows,
     UpsertUser,
     UpsertUsers,
-    first_users,
-    interleave,
-    latest_follows,
-    lock_slots,
-    merge,
 )
+from services.projector.runs import first_users, interleave, latest_follows, lock_slots, merge
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
 
