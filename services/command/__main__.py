@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 
 import uvloop
 from aiohttp import web
@@ -26,6 +27,12 @@ log = logging.getLogger("microblog.command")
 # producer and closing the pool. A command still waiting for its ack after that is cancelled:
 # its transaction rolls back and the client, which sees the connection close, may retry.
 SHUTDOWN_TIMEOUT_S = 7.0
+# After SIGTERM the listening socket closes at once, but aiohttp then closes every connection
+# it sees as idle, which includes one whose request bytes sit unread in the kernel while the
+# loop was busy (a group-commit flush, say): that client, which sent before the signal, gets a
+# reset. This long between the two lets requests already sent be read and started, so they are
+# drained like any other in-flight command.
+READ_GRACE_S = 0.25
 
 
 def main() -> None:
@@ -39,15 +46,32 @@ def main() -> None:
         log.info("applied migrations: %s", ", ".join(applied))
     loop.run_until_complete(ensure_topics(settings))
     log.info("command service on %s (worker %d)", settings.command_url, settings.worker_id)
-    web.run_app(
-        create_app(settings),
-        host=settings.command_host,
-        port=settings.command_port,
-        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-        access_log=None,
-        print=None,
-        loop=loop,
+    loop.run_until_complete(
+        serve(create_app(settings), settings.command_host, settings.command_port)
     )
+    loop.close()
+
+
+async def serve(app: web.Application, host: str, port: int) -> None:
+    """run_app's lifecycle, plus READ_GRACE_S between closing the socket and closing idle
+    connections; SIGTERM or SIGINT end it, and it returns normally (exit 0)."""
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S, access_log=None
+    )
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+        await stop.wait()
+        log.info("stopping: draining in-flight commands")
+        await site.stop()
+        await asyncio.sleep(READ_GRACE_S)
+    finally:
+        await runner.cleanup()
 
 
 if __name__ == "__main__":

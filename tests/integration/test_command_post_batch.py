@@ -179,11 +179,12 @@ async def test_a_keyed_post_still_replays_its_first_answer(client: Client, log: 
     assert await log.size() == before
 
 
-async def test_a_login_name_with_nul_is_just_unknown(client: Client) -> None:
+async def test_a_login_name_with_nul_is_refused_by_name(client: Client) -> None:
+    # read_body refuses U+0000 in any field before the handler runs (shared/http.py).
     status, problem, _ = await call(
         client, "POST", "/v1/sessions", {"username": "a\x00b", "password": PASSWORD}
     )
-    assert status == 401, problem
+    assert (status, problem["field"]) == (422, "username"), problem
 
 
 async def test_the_relay_publishes_a_batch_record_left_by_a_crash(
