@@ -320,12 +320,15 @@ WITH m AS (
 
 # Amortized trimming (DESIGN.md §4): a timeline is cut back to the cap only once it has grown
 # past cap * 1.25, so most visits delete nothing and a trim deletes many rows at once.
+# `cut` is MATERIALIZED so each user's keep_after is computed once: inlined, the planner made
+# it a join filter evaluated per home_timeline row (an OFFSET-800 index scan for each of
+# millions of rows), and one trim of a wide author's followers ran for over 10 minutes.
 TRIM = """
 WITH c AS (
     SELECT u AS user_id FROM unnest($1::bigint[]) u
     UNION
     SELECT follower_id FROM follows WHERE followee_id = ANY($2::bigint[]) AND active
-), cut AS (
+), cut AS MATERIALIZED (
     SELECT c.user_id,
            (SELECT h.post_id FROM home_timeline h WHERE h.user_id = c.user_id
              ORDER BY h.post_id DESC OFFSET $3 LIMIT 1) AS keep_after
