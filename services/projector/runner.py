@@ -34,6 +34,7 @@ from services.projector.sql_offsets import (
     RECORD_DEAD_LETTER,
 )
 from services.projector.stats import Stats
+from services.projector.trimmer import Trimmer
 from shared import codec
 from shared.codec import PoisonEvent
 from shared.settings import Settings
@@ -41,10 +42,6 @@ from shared.settings import Settings
 log = logging.getLogger("microblog.projector")
 
 WAKEUP_LIMIT = 500
-# Amortized trimming: timelines touched since the last trim are visited every TRIM_EVERY
-# batches, or sooner when that many users piled up.
-TRIM_EVERY = 50
-TRIM_PENDING_LIMIT = 20_000
 
 # How long a batch in flight at SIGTERM may run on before it is cancelled (rolled back: its
 # events are applied again by whoever owns the partitions next, nothing is lost).
@@ -104,9 +101,7 @@ class Projector:
         self.stats = Stats()
         self.consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
-        self._trim_users: set[int] = set()
-        self._trim_authors: set[int] = set()
-        self._batches_since_trim = 0
+        self.trimmer = Trimmer(pool, settings.timeline_cap, self.stats)
 
     # ------------------------------------------------------------------ rebalance
 
@@ -187,7 +182,6 @@ class Projector:
                     rec.value,
                 )
             applied = await store.apply(conn, ops, self.settings.timeline_cap)
-            trimmed = await self._maybe_trim(conn, applied)
             # Delivered at commit: the query service wakes read-your-writes waiters on it.
             await conn.execute(
                 "SELECT pg_notify('projector_progress', $1)",
@@ -199,26 +193,9 @@ class Projector:
         self.positions.update(next_offsets)
         self.stats.dead_letters += len(planned.poison)
         self.stats.timeline_rows += applied.fanned
-        self.stats.timeline_rows_trimmed += trimmed
+        self.trimmer.note(applied)
         seconds = time.perf_counter() - started + planned.plan_seconds
         self.stats.observe_batch(seconds, planned.events, time.time())
-
-    async def _maybe_trim(self, conn: asyncpg.Connection, applied: store.Applied) -> int:
-        """Amortized timeline trimming (DESIGN.md §4): remember whose timelines grew, visit
-        them every TRIM_EVERY batches; never per insert."""
-        self._trim_users |= applied.users
-        self._trim_authors |= applied.wide_authors
-        self._batches_since_trim += 1
-        if self._batches_since_trim < TRIM_EVERY and len(self._trim_users) < TRIM_PENDING_LIMIT:
-            return 0
-        deleted = 0
-        if self._trim_users or self._trim_authors:
-            deleted = await store.trim(
-                conn, self._trim_users, self._trim_authors, self.settings.timeline_cap
-            )
-        self._trim_users, self._trim_authors = set(), set()
-        self._batches_since_trim = 0
-        return deleted
 
     # ------------------------------------------------------------------ the loop
 
@@ -263,6 +240,7 @@ class Projector:
             if inflight is not None:
                 await self._settle(consumer, *inflight)
         finally:
+            await self.trimmer.close()
             await consumer.stop()
 
     async def _settle(

@@ -1,0 +1,75 @@
+"""Amortized timeline trimming (DESIGN.md §4), off the batches' path.
+
+Fan-out only ever adds rows; a timeline is cut back to the cap once it has grown past
+cap * 1.25. Whose timelines grew is remembered per batch and visited every TRIM_EVERY batches
+(or sooner when TRIM_PENDING_LIMIT users piled up), in a transaction of its own running
+beside the batches. Inside a batch's transaction, a trim over a wide author's followers held
+every post of that batch back: the default benchmark's one post in 30 that took 2-3 s to become
+visible. Trimming is idempotent cleanup that nothing reads (pages are the newest rows), so it
+needs no offsets: if it fails, the users are kept for the next visit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+
+from services.projector import store
+from services.projector.stats import Stats
+
+log = logging.getLogger("microblog.projector")
+
+TRIM_EVERY = 50
+TRIM_PENDING_LIMIT = 20_000
+
+
+class Trimmer:
+    def __init__(self, pool: asyncpg.Pool, timeline_cap: int, stats: Stats) -> None:
+        self.pool = pool
+        self.timeline_cap = timeline_cap
+        self.stats = stats
+        self._users: set[int] = set()
+        self._authors: set[int] = set()
+        self._batches = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def note(self, applied: store.Applied) -> None:
+        """Remember a committed batch's grown timelines; start a trim when one is due and
+        none is running (a running one keeps the pile for the next)."""
+        self._users |= applied.users
+        self._authors |= applied.wide_authors
+        self._batches += 1
+        due = self._batches >= TRIM_EVERY or len(self._users) >= TRIM_PENDING_LIMIT
+        if not due or (self._task is not None and not self._task.done()):
+            return
+        users, authors = self._users, self._authors
+        self._users, self._authors, self._batches = set(), set(), 0
+        if users or authors:
+            self._task = asyncio.create_task(self._trim(users, authors))
+
+    async def _trim(self, users: set[int], authors: set[int]) -> None:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                deleted = await store.trim(conn, users, authors, self.timeline_cap)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            # A deadlock with a batch's removals, or the database away: try again next time.
+            log.warning("timeline trim failed (%r); retried with the next one", exc)
+            self._users |= users
+            self._authors |= authors
+            return
+        self.stats.timeline_rows_trimmed += deleted
+
+    async def idle(self) -> None:
+        """Wait for the running trim, if any (tests; shutdown)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def close(self) -> None:
+        """Stop a running trim; it rolls back, and nothing depends on it having run."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
