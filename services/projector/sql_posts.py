@@ -8,15 +8,7 @@ many rows changed and, when few enough, which users: the runner wakes streaming 
 
 from __future__ import annotations
 
-# Above this many distinct users a statement reports "many" instead of naming them.
-TOUCHED_LIMIT = 500
-
-TOUCHED = f"""
-SELECT count(*)::bigint AS n,
-       CASE WHEN count(DISTINCT user_id) <= {TOUCHED_LIMIT}
-            THEN array_agg(DISTINCT user_id) END AS users
-  FROM w
-"""
+from services.projector.sql_timeline import REPOST_INSERT, TOUCHED, TOUCHED_LIMIT
 
 # A fan-out's report: the same, but above TOUCHED_SCAN_LIMIT rows it answers "many" without
 # looking for distinct users. The two DISTINCT aggregates sort every row, which for a large
@@ -203,24 +195,8 @@ WITH r AS (
            WHERE f.followee_id = r.reposter_id AND f.active
           UNION ALL SELECT r.reposter_id) u
      ORDER BY u.user_id, r.post_id, r.repost_id
-), ins AS (
-    INSERT INTO home_timeline (user_id, post_id, author_id, reposted_post_id)
-    SELECT c.user_id, c.repost_id, c.reposter_id, c.post_id FROM cand c
-     WHERE NOT EXISTS (SELECT 1 FROM home_timeline h
-                        WHERE h.user_id = c.user_id AND h.post_id = c.post_id)
-       AND NOT EXISTS (SELECT 1 FROM home_timeline h
-                        WHERE h.user_id = c.user_id AND h.reposted_post_id = c.post_id
-                          AND h.post_id < c.repost_id)
-     ORDER BY c.user_id, c.repost_id
-    ON CONFLICT DO NOTHING
-    RETURNING user_id, post_id, reposted_post_id
-), del AS (
-    DELETE FROM home_timeline h USING ins
-     WHERE h.user_id = ins.user_id AND h.reposted_post_id = ins.reposted_post_id
-       AND h.post_id > ins.post_id
-    RETURNING h.user_id
-), w AS (SELECT user_id FROM ins UNION ALL SELECT user_id FROM del)"""
-    + TOUCHED
+"""
+    + REPOST_INSERT
 )
 REPOST_FANOUT_BY_ID = _REPOST_FANOUT.format(selector="r.repost_id = ANY($1::bigint[])")
 # Reposts projected before their original (another partition ran ahead) fan out with it.

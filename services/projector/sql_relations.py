@@ -4,7 +4,7 @@ mutes, audiences, the merges and removals they cause in home timelines, and trim
 
 from __future__ import annotations
 
-from services.projector.sql_posts import TOUCHED
+from services.projector.sql_timeline import REPOST_INSERT, TOUCHED
 
 # Follow-register writes come set-based, one row per pair (runs.latest_follows): $1
 # followers, $2 followees, $3 wished states, $4 versions, $5 times. A follow older than a block
@@ -154,24 +154,8 @@ WITH gone AS (
                     WHERE f.follower_id = g.user_id AND f.followee_id = r.reposter_id
                       AND f.active)
      ORDER BY g.user_id, r.post_id, r.repost_id
-), ins AS (
-    INSERT INTO home_timeline (user_id, post_id, author_id, reposted_post_id)
-    SELECT c.user_id, c.repost_id, c.reposter_id, c.post_id FROM cand c
-     WHERE NOT EXISTS (SELECT 1 FROM home_timeline h
-                        WHERE h.user_id = c.user_id AND h.post_id = c.post_id)
-       AND NOT EXISTS (SELECT 1 FROM home_timeline h
-                        WHERE h.user_id = c.user_id AND h.reposted_post_id = c.post_id
-                          AND h.post_id < c.repost_id)
-     ORDER BY c.user_id, c.repost_id
-    ON CONFLICT DO NOTHING
-    RETURNING user_id, post_id, reposted_post_id
-), del AS (
-    DELETE FROM home_timeline h USING ins
-     WHERE h.user_id = ins.user_id AND h.reposted_post_id = ins.reposted_post_id
-       AND h.post_id > ins.post_id
-    RETURNING h.user_id
-), w AS (SELECT user_id FROM ins UNION ALL SELECT user_id FROM del)"""
-    + TOUCHED
+"""
+    + REPOST_INSERT
 )
 
 REQUEST_FOLLOW = """
