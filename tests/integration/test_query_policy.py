@@ -89,12 +89,12 @@ async def test_sql_filter_and_can_view_agree(
     )
     # Bulk paths: decided by the SQL twin.
     in_author_posts = post_id in [
-        r["post_id"] for r in await repository.user_posts(db, viewer, author, Page())
+        r["key"] for r in await repository.user_posts(db, viewer, author, Page())
     ]
     assert (single, in_author_posts) == (expected, expected)
     if viewer is not None:
         home = await repository.home_timeline(db, viewer, Page())
-        assert (post_id in [r["post_id"] for r in home]) == expected
+        assert (post_id in [r["key"] for r in home]) == expected
 
     # And the expectation itself, spelled out: only a person in an active block is refused.
     assert expected == (viewer is None or viewer == author or not blocked)

@@ -1,0 +1,159 @@
+"""The timeline pages' items are built as JSON by PostgreSQL (repository._page_json) and must
+be exactly what views.item makes of the hydrated rows, for every kind of field: optional ids,
+times with and without a fraction, mentions (names shorter than ids, as zip truncates), tags,
+links, media, reposts, and the audience name only for the author."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+import pytest
+
+from services.query import repository, views
+from services.query.pagination import Page
+from shared.ids import SnowflakeGenerator, snowflake_time
+
+pytestmark = pytest.mark.integration
+
+_ids = SnowflakeGenerator(worker_id=1021)
+
+
+async def _user(conn: asyncpg.Connection, display: str = "", avatar: str | None = None) -> int:
+    user_id = _ids.next_id()
+    await conn.execute(
+        "INSERT INTO users (user_id, username, display_name, avatar_url, created_at)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        user_id,
+        f"j{uuid.uuid4().hex[:12]}",
+        display,
+        avatar,
+        snowflake_time(user_id),
+    )
+    return user_id
+
+
+async def _post(conn: asyncpg.Connection, author: int, **cols: Any) -> int:
+    post_id = _ids.next_id()
+    cols = {"text": "x", "created_at": datetime.now(UTC), **cols}
+    names = ", ".join(["post_id", "author_id", *cols])
+    marks = ", ".join(f"${i}" for i in range(1, len(cols) + 3))
+    await conn.execute(
+        f"INSERT INTO posts ({names}) VALUES ({marks})", post_id, author, *cols.values()
+    )
+    return post_id
+
+
+def _reference(rows: list[asyncpg.Record], viewer: int | None) -> list[Any]:
+    return [msgspec.json.decode(msgspec.json.encode(views.item(r, viewer))) for r in rows]
+
+
+async def test_page_items_equal_views_item(db: asyncpg.Connection) -> None:
+    author = await _user(db, 'Ann "the author" Ö', "https://img.example/a.png")
+    viewer = await _user(db)
+    reposter = await _user(db, "Rex")
+    named = await _user(db)
+    await db.execute(
+        "INSERT INTO follows (follower_id, followee_id, active, version, since)"
+        " SELECT $1, f, true, $2, now() FROM unnest($3::bigint[]) f",
+        viewer,
+        uuid.uuid4(),
+        [author, reposter],
+    )
+    audience = _ids.next_id()
+    await db.execute(
+        "INSERT INTO audiences (audience_id, owner_id, name, created_at)"
+        " VALUES ($1, $2, $3, now())",
+        audience,
+        author,
+        'work "inner" \\ circle',
+    )
+    await db.execute(
+        "INSERT INTO audience_members (audience_id, member_id) VALUES ($1, $2)", audience, viewer
+    )
+    whole_second = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
+    plain = await _post(
+        db, author, text='line\nbreak "quoted" \\ é 🎉 <b>', created_at=whole_second
+    )
+    rich = await _post(
+        db,
+        author,
+        visibility="followers",
+        mentions=[named, viewer, reposter],
+        mention_names=["named", "viewer"],  # shorter: the third mention has no name
+        hashtags=["one", "two"],
+        links=["https://example.com/?a=1&b=2"],
+        media=json.dumps([{"type": "photo", "url": "https://img.example/p.jpg", "w": 10}]),
+        edited_at=datetime(2026, 11, 2, 1, 2, 3, 450000, tzinfo=UTC),
+        in_reply_to_id=plain,
+        conversation_id=plain,
+        quote_of_id=plain,
+        replies_count=3,
+        reposts_count=1,
+        likes_count=7,
+    )
+    private = await _post(db, author, visibility="audience", audience_id=audience)
+    repost = _ids.next_id()
+    await db.execute(
+        "INSERT INTO reposts (repost_id, post_id, reposter_id, created_at)"
+        " VALUES ($1, $2, $3, now())",
+        repost,
+        plain,
+        reposter,
+    )
+    rows = [(u, p, author, None) for u in (viewer, author) for p in (plain, rich, private)]
+    rows.append((viewer, repost, reposter, plain))
+    await db.executemany(
+        "INSERT INTO home_timeline (user_id, post_id, author_id, reposted_post_id)"
+        " VALUES ($1, $2, $3, $4)",
+        rows,
+    )
+
+    hydrated_home = repository._hydrate(repository._HOME_INNER.format(order="DESC"))
+    for who in (viewer, author):
+        page = await repository.home_timeline(db, who, Page())
+        expected = _reference(await db.fetch(hydrated_home, who, *_bounds()), who)
+        assert [r["key"] for r in page] == sorted([r[1] for r in rows if r[0] == who], reverse=True)
+        assert [json.loads(r["item"]) for r in page] == expected
+
+    # The fields that tell the cases apart really were there to compare.
+    as_viewer = {
+        i["post_id"]: i
+        for i in _reference(await db.fetch(hydrated_home, viewer, *_bounds()), viewer)
+    }
+    assert "audience_name" not in as_viewer[str(private)]
+    assert as_viewer[str(rich)]["mentions"] == [
+        {"user_id": str(named), "username": "named"},
+        {"user_id": str(viewer), "username": "viewer"},
+    ]
+    assert as_viewer[str(plain)]["created_at"] == "2026-11-01T12:00:00Z"
+    reposted = [
+        i
+        for i in _reference(await db.fetch(hydrated_home, viewer, *_bounds()), viewer)
+        if "repost_id" in i
+    ]
+    assert reposted and reposted[0]["reposted_by"]["display_name"] == "Rex"
+    as_author = {
+        json.loads(r["item"])["post_id"]: json.loads(r["item"])
+        for r in await repository.home_timeline(db, author, Page())
+    }
+    assert as_author[str(private)]["audience_name"] == 'work "inner" \\ circle'
+
+    # The profile page: the author's posts and their reposts, for the viewer and anonymously.
+    for who in (viewer, None):
+        for user in (author, reposter):
+            page = await repository.user_posts(db, who, user, Page())
+            assert page, (who, user)
+            assert [json.loads(r["item"]) for r in page] == _reference(
+                await db.fetch(repository._hydrate(repository._USER_INNER), who, *_bounds(), user),
+                who,
+            )
+
+
+def _bounds() -> tuple[int, int, int]:
+    page = Page()
+    return page.max_id, page.since_id, page.limit
