@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeAlias
 
 import asyncpg
 
@@ -12,6 +14,8 @@ from shared.settings import REPO_ROOT
 MIGRATIONS_DIR = REPO_ROOT / "schemas" / "sql"
 # Any constant works; it only has to be the same for every process that migrates.
 _MIGRATION_LOCK = 7_401_552_019
+
+Reset: TypeAlias = Callable[[asyncpg.Connection], Awaitable[None]]
 
 
 async def connect_with_retry(dsn: str, timeout_s: float = 60.0) -> asyncpg.Connection:
@@ -52,11 +56,21 @@ async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     return applied_now
 
 
-async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+async def keep_session(_conn: asyncpg.Connection) -> None:
+    """A pool `reset` that skips asyncpg's default reset query (`SELECT pg_advisory_unlock_all();
+    CLOSE ALL; UNLISTEN *; RESET ALL`): a full round trip per release, wasted on pools whose
+    connections only run single statements and transactions, never SET (SET LOCAL ends with
+    its transaction), LISTEN, cursors or session advisory locks. asyncpg still rolls back a
+    transaction left open. The query service measured a tenth of its time in that query."""
+
+
+async def create_pool(
+    dsn: str, min_size: int = 2, max_size: int = 10, *, reset: Reset | None = None
+) -> asyncpg.Pool:
     deadline = asyncio.get_running_loop().time() + 60
     while True:
         try:
-            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, reset=reset)
             assert pool is not None
             return pool
         except (OSError, asyncpg.PostgresError):

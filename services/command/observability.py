@@ -42,6 +42,12 @@ class CommandMetrics(ServiceMetrics):
             ["type"],
             registry=self.registry,
         )
+        self.post_batch = Histogram(
+            "microblog_command_post_batch_size",
+            "Posts recorded and produced together by one group commit (post_batch.py).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
         self.rate_limited = Counter(
             "microblog_command_rate_limited_total",
             "Requests answered 429, by the limit that refused them.",

@@ -17,7 +17,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from services.command import idempotency, store
-from shared.db import create_pool
+from shared.db import create_pool, keep_session
 from shared.ids import SnowflakeGenerator
 from shared.kafka import EventPublisher, make_producer
 from shared.settings import Settings
@@ -52,6 +52,8 @@ async def _purge_idempotency_keys(pool: asyncpg.Pool) -> None:
 
 RELAY_INTERVAL_S: Final = 15.0
 WRITER_CLOSE_S: Final = 1.0
+# post_batch.CONCURRENCY flushes in flight, plus the acknowledged keys' own delete.
+WRITER_CONNECTIONS: Final = 3
 
 
 async def _relay_pending(app: web.Application) -> None:
@@ -70,10 +72,17 @@ async def _relay_pending(app: web.Application) -> None:
 async def resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     pool = await create_pool(settings.database_url)
+    # The post writer's own connections: one per flush in flight plus its key clean-up. They
+    # run one statement or one transaction at a time, so they skip the reset query on release
+    # (shared.db.keep_session), a round trip per batch on the hot path.
+    writer_pool = await create_pool(
+        settings.database_url, min_size=1, max_size=WRITER_CONNECTIONS, reset=keep_session
+    )
     producer = make_producer(settings)
     try:
         await producer.start()
     except BaseException:
+        await writer_pool.close()
         await pool.close()
         raise
     app[POOL] = pool
@@ -86,7 +95,9 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     from services.command.observability import METRICS
     from services.command.post_batch import POST_WRITER, PostWriter
 
-    app[POST_WRITER] = PostWriter(pool, app[PUBLISHER], app[METRICS], settings.produce_timeout_s)
+    app[POST_WRITER] = PostWriter(
+        writer_pool, app[PUBLISHER], app[METRICS], settings.produce_timeout_s
+    )
     purger = asyncio.create_task(_purge_idempotency_keys(pool), name="idempotency-purge")
     relay = asyncio.create_task(_relay_pending(app), name="pending-relay")
     try:
@@ -101,4 +112,5 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         await app[POST_WRITER].close(WRITER_CLOSE_S)
         # stop() flushes what is still buffered; every request that got a 2xx was acked already.
         await app[PUBLISHER].stop()
+        await writer_pool.close()
         await pool.close()

@@ -18,6 +18,7 @@ from services.query.handlers import METRICS, POOL, SETTINGS, WAITER
 from services.query.metrics import QueryMetrics
 from services.query.streaming import CHANNEL as STREAM_CHANNEL
 from services.query.streaming import STREAM_HUB, StreamHub
+from shared.db import keep_session
 from shared.http import ApiError, error_middleware, healthz
 from shared.listener import Listener
 from shared.openapi import handler as openapi_handler
@@ -68,14 +69,6 @@ async def request_caps_middleware(request: web.Request, handler: Any) -> web.Str
     return await handler(request)  # type: ignore[no-any-return]
 
 
-async def _keep_session(_conn: asyncpg.Connection) -> None:
-    """Release without asyncpg's default reset query (`SELECT pg_advisory_unlock_all(); CLOSE
-    ALL; UNLISTEN *; RESET ALL`), a full round trip per request that undoes state this service
-    never creates: its pool connections only run single statements, never SET, LISTEN, cursors
-    or advisory locks (an open transaction would still be rolled back by asyncpg). Measured on
-    the small bench: about a tenth of the query process's time went to it."""
-
-
 async def create_query_pool(dsn: str, max_size: int = POOL_MAX) -> asyncpg.Pool:
     """A pool that opens connections lazily (min_size 0), so the service starts, and answers
     503, while PostgreSQL is down, and serves again as soon as it is back."""
@@ -86,7 +79,7 @@ async def create_query_pool(dsn: str, max_size: int = POOL_MAX) -> asyncpg.Pool:
         timeout=CONNECT_TIMEOUT_S,
         command_timeout=STATEMENT_TIMEOUT_S,
         server_settings={"application_name": "microblog-query"},
-        reset=_keep_session,
+        reset=keep_session,  # no reset query per request
     )
     assert pool is not None
     return pool
