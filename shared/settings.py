@@ -47,6 +47,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     timeline_cap: int
     max_body_bytes: int
     produce_timeout_s: float
+    access_log: str = "errors"  # shared.metrics.ACCESS_LOG_MODES
 
     @property
     def command_url(self) -> str:
@@ -88,4 +89,5 @@ def load() -> Settings:
         timeline_cap=_env_int("MB_TIMELINE_CAP", 800),
         max_body_bytes=_env_int("MB_MAX_BODY_BYTES", 64 * 1024),
         produce_timeout_s=_env_float("MB_PRODUCE_TIMEOUT_S", 10.0),
+        access_log=_env("MB_ACCESS_LOG", "errors"),
     )

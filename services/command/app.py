@@ -56,7 +56,12 @@ def create_app(
     # rate limiter sits outside the error middleware so error answers carry its headers.
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[request_id_middleware, metrics.middleware(), rate_limit, error_middleware],
+        middlewares=[
+            request_id_middleware,
+            metrics.middleware(settings.access_log),
+            rate_limit,
+            error_middleware,
+        ],
         handler_args=HANDLER_ARGS,
     )
     app[SETTINGS] = settings
