@@ -47,17 +47,26 @@ u.username, u.display_name, u.avatar_url, aud.name AS audience_name
 """
 
 
+# The audience and the reposter are per-row probes, fenced with OFFSET 0: as plain LEFT JOINs
+# the generic plan (parameters unknown) hash-joined them, reading the whole users table for
+# every page (1,000 rows, 0.4 ms of a 1 ms statement on the small bench; 10,000 on default).
+_JOINS: Final = """
+JOIN posts p ON p.post_id = page.post_id
+JOIN users u ON u.user_id = p.author_id
+LEFT JOIN LATERAL (SELECT aud.name FROM audiences aud
+                   WHERE aud.audience_id = p.audience_id OFFSET 0) aud ON true
+LEFT JOIN LATERAL (SELECT ru.username, ru.display_name, ru.avatar_url FROM users ru
+                   WHERE ru.user_id = page.reposter_id OFFSET 0) ru ON true
+"""
+
+
 def _hydrate(inner: str, order: str = "DESC") -> str:
     return f"""
 WITH page AS ({inner})
 SELECT page.key, page.repost_id, page.reposter_id, {_POST_COLUMNS},
        ru.username AS r_username, ru.display_name AS r_display_name,
        ru.avatar_url AS r_avatar_url
-FROM page
-JOIN posts p ON p.post_id = page.post_id
-JOIN users u ON u.user_id = p.author_id
-LEFT JOIN audiences aud ON aud.audience_id = p.audience_id
-LEFT JOIN users ru ON ru.user_id = page.reposter_id
+FROM page {_JOINS}
 ORDER BY page.key {order}
 """
 
@@ -139,11 +148,7 @@ def _page_json(inner: str) -> str:
     return f"""
 WITH page AS ({inner})
 SELECT page.key, {_ITEM_JSON} AS item
-FROM page
-JOIN posts p ON p.post_id = page.post_id
-JOIN users u ON u.user_id = p.author_id
-LEFT JOIN audiences aud ON aud.audience_id = p.audience_id
-LEFT JOIN users ru ON ru.user_id = page.reposter_id
+FROM page {_JOINS}
 ORDER BY page.key DESC
 """
 
