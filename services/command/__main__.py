@@ -20,6 +20,7 @@ from shared import settings as settings_mod
 from shared.db import migrate
 from shared.kafka import ensure_topics, quiet_client_logs
 from shared.logs import setup_json_logging
+from shared.runtime import freeze_startup_heap
 
 log = logging.getLogger("microblog.command")
 
@@ -66,6 +67,7 @@ async def serve(app: web.Application, host: str, port: int) -> None:
     site = web.TCPSite(runner, host, port)
     try:
         await site.start()
+        freeze_startup_heap()
         await stop.wait()
         log.info("stopping: draining in-flight commands")
         await site.stop()

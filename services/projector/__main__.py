@@ -27,6 +27,7 @@ from services.projector.stats import LATENCY_BUCKETS
 from shared.db import create_pool, migrate
 from shared.http import healthz, json_response, setup_logging
 from shared.kafka import ensure_topics, quiet_client_logs
+from shared.runtime import freeze_startup_heap
 from shared.settings import Settings, load
 
 log = logging.getLogger("microblog.projector")
@@ -109,6 +110,7 @@ async def serve(settings: Settings) -> None:
     await runner.setup()
     site = web.TCPSite(runner, settings.projector_host, settings.projector_port)
     await site.start()
+    freeze_startup_heap()
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -24,6 +24,7 @@ from services.query.app import create_app
 from shared import settings as settings_mod
 from shared.db import migrate
 from shared.http import setup_logging
+from shared.runtime import freeze_on_startup
 
 log = logging.getLogger("microblog.query")
 
@@ -41,8 +42,10 @@ def serve(
 ) -> None:
     # run_app turns SIGTERM and SIGINT into a graceful shutdown (cleanup_ctx closes the pool)
     # and returns normally, so the process exits 0.
+    app = create_app(settings)
+    app.on_startup.append(freeze_on_startup)
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.query_host,
         port=settings.query_port,
         loop=loop,
