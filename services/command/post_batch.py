@@ -32,11 +32,11 @@ import msgspec
 from aiohttp import web
 
 from services.command import idempotency, post_store
-from services.command.group_commit import Closed, GroupCommit, Pending
 from services.command.observability import CommandMetrics
 from services.command.pipeline import PLACEHOLDER, PostAccepted
 from shared import codec
 from shared.events import PostCreated, type_tag
+from shared.group_commit import Closed, GroupCommit, Pending
 from shared.http import ApiError
 from shared.kafka import EventPublisher, Position
 
@@ -120,7 +120,7 @@ class PostWriter:
         Bounded from the request's own start, queueing included: while the broker is away
         every flush waits out the produce timeout, and the posts queued behind it must not
         wait for several of them. A post given up on before its batch started is dropped
-        (group_commit.py); one given up on later may still be appended, as the 503 says.
+        (shared/group_commit.py); one given up on later may still be appended, as the 503 says.
         """
         try:
             async with asyncio.timeout(self._timeout):

@@ -14,7 +14,8 @@ from aiohttp import web
 from services.query import accounts, handlers, notifications, openapi, repository, streaming
 from services.query.consistency import CHANNEL as CONSISTENCY_CHANNEL
 from services.query.consistency import ProgressWaiter
-from services.query.handlers import METRICS, POOL, SETTINGS, WAITER
+from services.query.handlers import HOME_READS, METRICS, POOL, SETTINGS, WAITER
+from services.query.home_reads import HomeReads
 from services.query.metrics import QueryMetrics
 from services.query.streaming import CHANNEL as STREAM_CHANNEL
 from services.query.streaming import STREAM_HUB, StreamHub
@@ -87,9 +88,8 @@ async def create_query_pool(dsn: str, max_size: int = POOL_MAX) -> asyncpg.Pool:
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    pool = await create_query_pool(
-        settings.database_url, int(os.environ.get(POOL_MAX_ENV) or POOL_MAX)
-    )
+    pool_max = int(os.environ.get(POOL_MAX_ENV) or POOL_MAX)
+    pool = await create_query_pool(settings.database_url, pool_max)
     waiter = ProgressWaiter(pool, settings.topic)
     hub = app[STREAM_HUB]
     # One LISTEN connection per process, whatever the number of waits, streams and caches.
@@ -100,9 +100,11 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     listener.start()
     app[POOL] = pool
     app[WAITER] = waiter
+    app[HOME_READS] = home = HomeReads(pool, pool_max)
     try:
         yield
     finally:
+        await home.close()
         hub.close()
         await listener.stop()
         # Bounded: a close waits for connections in use, which a dead server may never release.

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from services.query import account_reads, repository, views
 from services.query.consistency import ProgressWaiter
+from services.query.home_reads import HomeReads
 from services.query.metrics import QueryMetrics
 from services.query.pagination import Page, UuidPage, link_header, parse_page
 from services.query.policy import can_view
@@ -26,6 +27,7 @@ from shared.settings import Settings
 SETTINGS: Final = web.AppKey("settings", Settings)
 POOL: Final = web.AppKey("pool", asyncpg.Pool)
 WAITER: Final = web.AppKey("waiter", ProgressWaiter)
+HOME_READS: Final = web.AppKey("home_reads", HomeReads)
 METRICS: Final = web.AppKey("metrics", QueryMetrics)
 
 POSITION_HEADER: Final = "X-Consistency-Position"
@@ -112,7 +114,7 @@ async def viewable_post(request: web.Request, viewer: int | None) -> asyncpg.Rec
 async def home_timeline(request: web.Request) -> web.Response:
     viewer = await signed_in(request)
     page = parse_page(request.query)
-    return _items(request, page, await repository.home_timeline(request.app[POOL], viewer, page))
+    return _items(request, page, await request.app[HOME_READS].read(viewer, page))
 
 
 async def user_posts(request: web.Request) -> web.Response:

@@ -14,7 +14,7 @@ PostgreSQL build each item's JSON too (`_page_json`); the others decide or resha
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final, TypeAlias
 
 import asyncpg
@@ -111,7 +111,8 @@ def _account(prefix: str, user_id: str) -> str:
 
 
 # Optional fields are appended only when set, as msgspec's omit_defaults does.
-_ITEM_JSON: Final = f"""
+def _item_json(viewer: str) -> str:
+    return f"""
 '{{"post_id":' || {_id("p.post_id")}
 || ',"author":' || {_account("u", "p.author_id")}
 || ',"text":' || {_str("p.text")}
@@ -136,18 +137,18 @@ _ITEM_JSON: Final = f"""
 || CASE WHEN page.reposter_id IS NULL THEN ''
         ELSE ',"reposted_by":' || {_account("ru", "page.reposter_id")} END
 || CASE WHEN page.repost_id IS NULL THEN '' ELSE ',"repost_id":' || {_id("page.repost_id")} END
-|| CASE WHEN p.author_id = {V} AND aud.name IS NOT NULL
+|| CASE WHEN p.author_id = {viewer} AND aud.name IS NOT NULL
         THEN ',"audience_name":' || {_str("aud.name")} ELSE '' END
 || '}}'
 """
 
 
-def _page_json(inner: str) -> str:
-    """Like `_hydrate`, newest first, but each row is `(key, item)`: the item as the viewer
-    ($1) sees it, ready-made JSON text (see _ITEM_JSON)."""
+def _page_json(inner: str, viewer: str = V) -> str:
+    """Like `_hydrate`, newest first, but each row is `(key, item)`: the item as `viewer`
+    sees it, ready-made JSON text (see _item_json)."""
     return f"""
 WITH page AS ({inner})
-SELECT page.key, {_ITEM_JSON} AS item
+SELECT page.key, {_item_json(viewer)} AS item
 FROM page {_JOINS}
 ORDER BY page.key DESC
 """
@@ -163,24 +164,48 @@ ORDER BY page.key DESC
 # probe: as a plain LEFT JOIN the generic plan (parameters unknown, the range on post_id
 # estimated at ~2 rows) hash-joined the small reposts table, which loses the index order, so it
 # read the user's whole timeline and sorted it: 2.5 ms per page instead of 0.8 ms (small bench).
-_HOME_INNER: Final = f"""
+def _home_inner(
+    order: str, v: str = V, max_id: str = "$2", since_id: str = "$3", limit: str = "$4"
+) -> str:
+    return f"""
 SELECT h.post_id AS key, p.post_id, r.repost_id, r.reposter_id
 FROM home_timeline h
 JOIN posts p ON p.post_id = coalesce(h.reposted_post_id, h.post_id)
 LEFT JOIN LATERAL (SELECT r.repost_id, r.reposter_id FROM reposts r
                    WHERE h.reposted_post_id IS NOT NULL AND r.repost_id = h.post_id
                    OFFSET 0) r ON true
-WHERE h.user_id = {V} AND h.post_id < $2 AND h.post_id > $3
-  AND {feed_sql(V)}
+WHERE h.user_id = {v} AND h.post_id < {max_id} AND h.post_id > {since_id}
+  AND {feed_sql(v)}
   AND (h.reposted_post_id IS NULL OR (r.repost_id IS NOT NULL
-       AND NOT {blocked_sql(V, "r.reposter_id")}
-       AND (r.reposter_id = {V} OR NOT {muted_sql(V, "r.reposter_id")})))
-ORDER BY h.post_id {{order}}
-LIMIT $4
+       AND NOT {blocked_sql(v, "r.reposter_id")}
+       AND (r.reposter_id = {v} OR NOT {muted_sql(v, "r.reposter_id")})))
+ORDER BY h.post_id {order}
+LIMIT {limit}
 """
-_HOME: Final = _page_json(_HOME_INNER.format(order="DESC"))
+
+
+_HOME: Final = _page_json(_home_inner("DESC"))
 # The stream reads forwards from its cursor.
-_HOME_AFTER: Final = _hydrate(_HOME_INNER.format(order="ASC"), "ASC")
+_HOME_AFTER: Final = _hydrate(_home_inner("ASC"), "ASC")
+
+# Up to HOME_BATCH home pages in one statement, for concurrent requests (home_reads.py): slot i
+# is parameters $4i+1..$4i+4 (viewer, max_id, since_id, limit), an unused slot has a NULL
+# viewer and reads nothing. Slots are a VALUES list, not arrays, so the planner knows there are
+# HOME_BATCH of them with or without the values and settles on one generic plan; with unnest
+# of array parameters it re-planned every execution (1-2 ms) as a custom plan looked cheaper.
+HOME_BATCH: Final = 8
+_SLOTS: Final = ", ".join(
+    f"(${4 * i + 1}::bigint, ${4 * i + 2}::bigint, ${4 * i + 3}::bigint, ${4 * i + 4}::int, {i})"
+    for i in range(HOME_BATCH)
+)
+_HOME_BATCH: Final = f"""
+SELECT q.slot, page.key, page.item
+FROM (VALUES {_SLOTS}) q(viewer, max_id, since_id, lim, slot)
+CROSS JOIN LATERAL ({
+    _page_json(_home_inner("DESC", "q.viewer", "q.max_id", "q.since_id", "q.lim"), "q.viewer")
+}) page
+ORDER BY q.slot, page.key DESC
+"""
 
 # A profile: the author's posts and their reposts of posts the viewer may view, merged by key.
 # Each branch is a backwards range scan (posts_author, reposts_reposter) cut to the limit.
@@ -313,6 +338,18 @@ _POST_FOR_VIEWER: Final = (
 
 async def home_timeline(db: Db, viewer: int, page: Page) -> list[asyncpg.Record]:
     return await db.fetch(_HOME, viewer, page.max_id, page.since_id, page.limit)
+
+
+async def home_pages(db: Db, reads: Sequence[tuple[int, Page]]) -> list[list[asyncpg.Record]]:
+    """`home_timeline` for up to HOME_BATCH (viewer, page) pairs in one statement, in order."""
+    args: list[object] = []
+    for viewer, page in reads:
+        args += (viewer, page.max_id, page.since_id, page.limit)
+    args += [None] * (4 * HOME_BATCH - len(args))
+    pages: list[list[asyncpg.Record]] = [[] for _ in reads]
+    for row in await db.fetch(_HOME_BATCH, *args):
+        pages[row["slot"]].append(row)
+    return pages
 
 
 async def home_after(db: Db, viewer: int, key: int, limit: int) -> list[asyncpg.Record]:

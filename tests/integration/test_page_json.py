@@ -113,7 +113,7 @@ async def test_page_items_equal_views_item(db: asyncpg.Connection) -> None:
         rows,
     )
 
-    hydrated_home = repository._hydrate(repository._HOME_INNER.format(order="DESC"))
+    hydrated_home = repository._hydrate(repository._home_inner("DESC"))
     for who in (viewer, author):
         page = await repository.home_timeline(db, who, Page())
         expected = _reference(await db.fetch(hydrated_home, who, *_bounds()), who)
@@ -152,6 +152,34 @@ async def test_page_items_equal_views_item(db: asyncpg.Connection) -> None:
                 await db.fetch(repository._hydrate(repository._USER_INNER), who, *_bounds(), user),
                 who,
             )
+
+
+async def test_batched_pages_equal_one_statement_each(db: asyncpg.Connection) -> None:
+    """repository.home_pages (concurrent reads, home_reads.py) answers each (viewer, page) in
+    its slot exactly as home_timeline does alone: other viewers' rows never leak in, each
+    page keeps its own bounds and limit, unused slots read nothing."""
+    viewers = [await _user(db) for _ in range(3)]
+    author = await _user(db)
+    posts = [await _post(db, author) for _ in range(5)]
+    await db.executemany(
+        "INSERT INTO home_timeline (user_id, post_id, author_id) VALUES ($1, $2, $3)",
+        [(v, p, author) for v in viewers[:2] for p in posts] + [(viewers[2], posts[0], author)],
+    )
+    reads = [
+        (viewers[0], Page()),
+        (viewers[1], Page(limit=2)),
+        (viewers[0], Page(max_id=posts[3], since_id=posts[0])),
+        (viewers[2], Page()),
+        (author, Page()),  # nothing in their own timeline here
+    ]
+    batched = await repository.home_pages(db, reads)
+    alone = [await repository.home_timeline(db, v, page) for v, page in reads]
+    assert [[(r["key"], r["item"]) for r in rows] for rows in batched] == [
+        [(r["key"], r["item"]) for r in rows] for rows in alone
+    ]
+    assert [len(rows) for rows in batched] == [5, 2, 2, 1, 0]
+    full = await repository.home_pages(db, [(viewers[0], Page())] * repository.HOME_BATCH)
+    assert [len(rows) for rows in full] == [5] * repository.HOME_BATCH
 
 
 def _bounds() -> tuple[int, int, int]:

@@ -1,4 +1,5 @@
-"""Group commit: concurrent requests share one flush (one transaction, one linger window).
+"""Group commit: concurrent requests share one flush (one transaction, one linger window, or
+one read statement).
 
 A single worker task takes whatever queued while the previous flush ran and hands it to the
 flush function as one batch. An idle batcher adds no wait: the first request flushes alone at
@@ -18,7 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-log = logging.getLogger("microblog.command")
+log = logging.getLogger("microblog.group_commit")
 
 I = TypeVar("I")  # noqa: E741 - the conventional name of an item type
 R = TypeVar("R")

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from services.command.group_commit import Closed, GroupCommit, Pending
+from shared.group_commit import Closed, GroupCommit, Pending
 
 
 async def settle() -> None:
