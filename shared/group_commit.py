@@ -1,4 +1,4 @@
-"""Group commit: concurrent requests share one flush (one transaction, one linger window, or
+"""Group commit: concurrent requests share one flush (one transaction, shared produce requests, or
 one read statement).
 
 A single worker task takes whatever queued while the previous flush ran and hands it to the

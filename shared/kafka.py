@@ -110,7 +110,11 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         bootstrap_servers=settings.kafka_bootstrap_servers,
         enable_idempotence=True,
         acks="all",
-        linger_ms=1,
+        # No linger: the command service batches for the producer already (group commit:
+        # every post of a flush is appended before any ack is awaited). Measured open loop at
+        # 400 posts/s: linger 1 ms made the mean produce wait 2.7 ms and the POST p50 8 ms;
+        # linger 0, 1.2 ms and 4 ms. Closed-loop maxima differed less than their noise.
+        linger_ms=0,
         request_timeout_ms=int(settings.produce_timeout_s * 1000),
         max_batch_size=256 * 1024,
     )
@@ -164,7 +168,7 @@ class EventPublisher:
     async def publish_many(
         self, events: Sequence[Event], encoded: Sequence[bytes] | None = None
     ) -> list[Position | Exception]:
-        """Append every event, then wait for all the acks: one linger window for the group.
+        """Append every event, then wait for all the acks: the group shares produce requests.
 
         `encoded`, when given, holds the events' `codec.encode` forms (a caller that stored
         them already need not encode twice).
