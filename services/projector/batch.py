@@ -59,20 +59,45 @@ def plan(
     return _merged(out, streams, time.perf_counter() - started)
 
 
+class Planner:
+    """Plans a batch piece by piece as its records arrive (the runner tops up the next batch
+    while the previous one is being written), yielding to the event loop every CHUNK records
+    so that the write goes on meanwhile (planning is CPU in this process, the write mostly
+    PostgreSQL's)."""
+
+    def __init__(self, plan_one: Callable[[bytes | None], list[Op]]) -> None:
+        self._plan_one = plan_one
+        self._records: list[Record] = []
+        self._out = Planned(self._records)
+        self._streams = Streams()
+        self._busy = 0.0
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    async def add(self, records: Sequence[Record]) -> None:
+        """Plan more records (after those already added, log order within each partition)."""
+        for i in range(0, len(records), CHUNK):
+            started = time.perf_counter()
+            chunk = records[i : i + CHUNK]
+            self._records.extend(chunk)
+            _plan_into(self._out, self._streams, chunk, self._plan_one, None)
+            self._busy += time.perf_counter() - started
+            await asyncio.sleep(0)
+
+    def done(self) -> Planned:
+        started = time.perf_counter()
+        busy = self._busy + time.perf_counter() - started
+        return _merged(self._out, self._streams, busy)
+
+
 async def plan_async(
     records: Sequence[Record], plan_one: Callable[[bytes | None], list[Op]]
 ) -> Planned:
-    """`plan`, yielding to the event loop every CHUNK records so that the previous batch's
-    write goes on meanwhile (planning is CPU in this process, the write mostly PostgreSQL's)."""
-    busy = 0.0
-    out, streams = Planned(records), Streams()
-    for i in range(0, len(records), CHUNK):
-        started = time.perf_counter()
-        _plan_into(out, streams, records[i : i + CHUNK], plan_one, None)
-        busy += time.perf_counter() - started
-        await asyncio.sleep(0)
-    started = time.perf_counter()
-    return _merged(out, streams, busy + time.perf_counter() - started)
+    """`plan`, yielding to the event loop every CHUNK records (see `Planner`)."""
+    planner = Planner(plan_one)
+    await planner.add(records)
+    return planner.done()
 
 
 def _plan_into(

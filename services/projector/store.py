@@ -41,6 +41,7 @@ from services.projector.sql_posts import (
     EDIT_POST,
     FAN_OUT,
     FAN_OUT_GUARDED,
+    FAN_OUT_READERS,
     INSERT_POSTS,
     NOTIFY,
     POSTS_AFTER,
@@ -50,6 +51,7 @@ from services.projector.sql_posts import (
     REPOST_FANOUT_BY_ID,
     REPOST_FANOUT_BY_ORIGINAL,
     REROOT,
+    TOUCHED_SCAN_LIMIT,
     UPDATE_PROFILE,
 )
 from services.projector.sql_relations import (
@@ -230,12 +232,20 @@ async def _add_posts(conn: asyncpg.Connection, out: Applied, ps: Sequence[NewPos
     if stored:
         # Only the posts that are new fan out (a redelivered one is not returned).
         guarded = any(r["id_taken"] for r in stored)
-        row = await conn.fetchrow(
-            FAN_OUT_GUARDED if guarded else FAN_OUT, [r["post_id"] for r in stored]
-        )
-        if row is not None and row["n"] and row["users"] is None:
-            out.wide_authors.update(p.author_id for p in ps)
-        out.fanned += out.touch(row)
+        new_ids = [r["post_id"] for r in stored]
+        status = await conn.execute(FAN_OUT_GUARDED if guarded else FAN_OUT, new_ids)
+        rows = int(status.rsplit(" ", 1)[-1])
+        if rows:
+            out.fanned += rows
+            # Readers are named only for a small fan-out (see FAN_OUT in sql_posts.py).
+            users = None
+            if rows <= TOUCHED_SCAN_LIMIT:
+                users = await conn.fetchval(FAN_OUT_READERS, new_ids)
+            if users is None:
+                out.overflow = True
+                out.wide_authors.update(p.author_id for p in ps)
+            else:
+                out.users.update(users)
     post_ids = [p.post_id for p in ps]
     parents = sorted({p.in_reply_to_id for p in ps if p.in_reply_to_id is not None})
     if parents:

@@ -81,3 +81,21 @@ async def test_planning_in_chunks_plans_the_same() -> None:
         b.next_offsets,
         b.first_offsets,
     )
+
+
+async def test_planning_piece_by_piece_plans_the_same() -> None:
+    # The runner tops the next batch up with whatever arrives while the previous one is
+    # written: records added in pieces plan as one batch of them all.
+    many = [rec(i % 3, i, post(1000 + i, i % 3 + 1)) for i in range(batch.CHUNK + 13)]
+    planner = batch.Planner(plan_record)
+    for piece in (many[:5], [], many[5:60], many[60:]):
+        await planner.add(piece)
+    assert len(planner) == len(many)
+    a, b = batch.plan(many, plan_record), planner.done()
+    assert list(b.records) == many
+    assert (a.ops, a.events, a.next_offsets, a.first_offsets) == (
+        b.ops,
+        b.events,
+        b.next_offsets,
+        b.first_offsets,
+    )

@@ -1,6 +1,13 @@
 """Pure helpers of the projector loop: the streaming wake-up payload and the batch metrics."""
 
-from services.projector.runner import wakeup_payload
+from services.projector.runner import (
+    BATCH_TARGET_ROWS,
+    MAX_BATCH_RECORDS,
+    MAX_BATCH_RECORDS_BEHIND,
+    MIN_BATCH_RECORDS,
+    BatchSizer,
+    wakeup_payload,
+)
 from services.projector.stats import LATENCY_BUCKETS, Stats
 from services.projector.store import Applied, pg_array
 
@@ -37,3 +44,22 @@ def test_pg_array_literals_quote_every_element() -> None:
     assert pg_array([]) == "{}"
     assert pg_array([1, 2]) == '{"1","2"}'
     assert pg_array(['a"b', "c\\d", "NULL"]) == '{"a\\"b","c\\\\d","NULL"}'
+
+
+def test_batches_are_sized_by_the_rows_a_record_writes() -> None:
+    sizer = BatchSizer()
+    assert sizer.records() == MAX_BATCH_RECORDS  # nothing learned yet
+    sizer.observe(1000, 100 * 1000)  # ~100 timeline rows per record
+    assert sizer.records() == BATCH_TARGET_ROWS // 100
+    sizer.observe(0, 0)  # an empty batch teaches nothing
+    assert sizer.records() == BATCH_TARGET_ROWS // 100
+    # A moving average: one batch of wide fan-outs shrinks the next batches, not to one record.
+    sizer.observe(1000, 1000 * 1000)
+    assert MIN_BATCH_RECORDS < sizer.records() < BATCH_TARGET_ROWS // 100
+    for _ in range(20):
+        sizer.observe(1000, 10**9)
+    assert sizer.records() == MIN_BATCH_RECORDS
+    # Records that write nothing (likes, profile edits) still make bounded batches.
+    for _ in range(50):
+        sizer.observe(1000, 0)
+    assert sizer.records() == MAX_BATCH_RECORDS_BEHIND
