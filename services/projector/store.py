@@ -42,6 +42,8 @@ from services.projector.sql_posts import (
     FAN_OUT,
     FAN_OUT_GUARDED,
     FAN_OUT_READERS,
+    FAN_OUT_REPORTED,
+    FAN_OUT_REPORTED_GUARDED,
     INSERT_POSTS,
     NOTIFY,
     POSTS_AFTER,
@@ -51,6 +53,7 @@ from services.projector.sql_posts import (
     REPOST_FANOUT_BY_ID,
     REPOST_FANOUT_BY_ORIGINAL,
     REROOT,
+    SMALL_RUN_POSTS,
     TOUCHED_SCAN_LIMIT,
     UPDATE_PROFILE,
 )
@@ -233,8 +236,17 @@ async def _add_posts(conn: asyncpg.Connection, out: Applied, ps: Sequence[NewPos
         # Only the posts that are new fan out (a redelivered one is not returned).
         guarded = any(r["id_taken"] for r in stored)
         new_ids = [r["post_id"] for r in stored]
-        status = await conn.execute(FAN_OUT_GUARDED if guarded else FAN_OUT, new_ids)
-        rows = int(status.rsplit(" ", 1)[-1])
+        if len(new_ids) <= SMALL_RUN_POSTS:
+            row = await conn.fetchrow(
+                FAN_OUT_REPORTED_GUARDED if guarded else FAN_OUT_REPORTED, new_ids
+            )
+            if row is not None and row["n"] and row["users"] is None:
+                out.wide_authors.update(p.author_id for p in ps)
+            out.fanned += out.touch(row)
+            rows = 0  # reported already
+        else:
+            status = await conn.execute(FAN_OUT_GUARDED if guarded else FAN_OUT, new_ids)
+            rows = int(status.rsplit(" ", 1)[-1])
         if rows:
             out.fanned += rows
             # Readers are named only for a small fan-out (see FAN_OUT in sql_posts.py).

@@ -513,6 +513,7 @@ async def test_timelines_are_trimmed_amortized(
     settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(trimmer, "TRIM_EVERY", 3)
+    monkeypatch.setattr(trimmer, "TRIM_MIN_INTERVAL_S", 0.0)
     f = await feeder(settings, pool, timeline_cap=4)
     a = n()
     posts = [post(a) for _ in range(6)]
