@@ -289,6 +289,13 @@ async def _restore_reposts(
         )
 
 
+# The followers of wide authors, whose timelines a trim visits (trimmer.py).
+FOLLOWERS_OF = (
+    "SELECT array_agg(DISTINCT follower_id) FROM follows"
+    " WHERE followee_id = ANY($1::bigint[]) AND active"
+)
+
+
 async def trim(
     conn: asyncpg.Connection, users: Iterable[int], authors: Iterable[int], timeline_cap: int
 ) -> int:
