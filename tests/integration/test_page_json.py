@@ -20,7 +20,8 @@ from shared.ids import SnowflakeGenerator, snowflake_time
 
 pytestmark = pytest.mark.integration
 
-_ids = SnowflakeGenerator(worker_id=1021)
+# Its own worker id: two generators with one id in one process can hand out the same id.
+_ids = SnowflakeGenerator(worker_id=1020)
 
 
 async def _user(conn: asyncpg.Connection, display: str = "", avatar: str | None = None) -> int:
