@@ -1,13 +1,13 @@
 """Pure helpers of the projector loop: the streaming wake-up payload and the batch metrics."""
 
-from services.projector.runner import (
+from services.projector.batch_size import (
     BATCH_TARGET_ROWS,
     MAX_BATCH_RECORDS,
     MAX_BATCH_RECORDS_BEHIND,
     MIN_BATCH_RECORDS,
     BatchSizer,
-    wakeup_payload,
 )
+from services.projector.runner import wakeup_payload
 from services.projector.stats import LATENCY_BUCKETS, Stats
 from services.projector.store import Applied, pg_array
 
