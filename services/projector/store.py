@@ -34,16 +34,20 @@ from services.projector.project import (
     UpsertUser,
     UpsertUsers,
 )
-from services.projector.sql_posts import (
-    ADD_LIKE,
-    ADD_REPOST,
-    DELETE_POST,
-    EDIT_POST,
+from services.projector.sql_fanout import (
     FAN_OUT,
     FAN_OUT_GUARDED,
     FAN_OUT_READERS,
     FAN_OUT_REPORTED,
     FAN_OUT_REPORTED_GUARDED,
+    SMALL_RUN_POSTS,
+    TOUCHED_SCAN_LIMIT,
+)
+from services.projector.sql_posts import (
+    ADD_LIKE,
+    ADD_REPOST,
+    DELETE_POST,
+    EDIT_POST,
     INSERT_POSTS,
     NOTIFY,
     POSTS_AFTER,
@@ -53,8 +57,6 @@ from services.projector.sql_posts import (
     REPOST_FANOUT_BY_ID,
     REPOST_FANOUT_BY_ORIGINAL,
     REROOT,
-    SMALL_RUN_POSTS,
-    TOUCHED_SCAN_LIMIT,
     UPDATE_PROFILE,
 )
 from services.projector.sql_relations import (
@@ -213,6 +215,23 @@ async def apply(conn: asyncpg.Connection, ops: Sequence[Op], timeline_cap: int) 
     return out
 
 
+async def _fan_out(
+    post_ids: list[int], guarded: bool, conn: asyncpg.Connection
+) -> tuple[int, list[int] | None]:
+    """Write the new posts' timeline rows: how many, and their readers when few enough to name
+    (None: too many; see sql_fanout.py). A small run does both in one statement."""
+    if len(post_ids) <= SMALL_RUN_POSTS:
+        row = await conn.fetchrow(
+            FAN_OUT_REPORTED_GUARDED if guarded else FAN_OUT_REPORTED, post_ids
+        )
+        return (int(row["n"]), row["users"]) if row is not None else (0, [])
+    status = await conn.execute(FAN_OUT_GUARDED if guarded else FAN_OUT, post_ids)
+    rows = int(status.rsplit(" ", 1)[-1])
+    if not rows or rows > TOUCHED_SCAN_LIMIT:
+        return rows, None
+    return rows, await conn.fetchval(FAN_OUT_READERS, post_ids)
+
+
 async def _add_posts(conn: asyncpg.Connection, out: Applied, ps: Sequence[NewPost]) -> None:
     stored = await conn.fetch(
         INSERT_POSTS,
@@ -235,29 +254,13 @@ async def _add_posts(conn: asyncpg.Connection, out: Applied, ps: Sequence[NewPos
     if stored:
         # Only the posts that are new fan out (a redelivered one is not returned).
         guarded = any(r["id_taken"] for r in stored)
-        new_ids = [r["post_id"] for r in stored]
-        if len(new_ids) <= SMALL_RUN_POSTS:
-            row = await conn.fetchrow(
-                FAN_OUT_REPORTED_GUARDED if guarded else FAN_OUT_REPORTED, new_ids
-            )
-            if row is not None and row["n"] and row["users"] is None:
-                out.wide_authors.update(p.author_id for p in ps)
-            out.fanned += out.touch(row)
-            rows = 0  # reported already
-        else:
-            status = await conn.execute(FAN_OUT_GUARDED if guarded else FAN_OUT, new_ids)
-            rows = int(status.rsplit(" ", 1)[-1])
-        if rows:
-            out.fanned += rows
-            # Readers are named only for a small fan-out (see FAN_OUT in sql_posts.py).
-            users = None
-            if rows <= TOUCHED_SCAN_LIMIT:
-                users = await conn.fetchval(FAN_OUT_READERS, new_ids)
-            if users is None:
-                out.overflow = True
-                out.wide_authors.update(p.author_id for p in ps)
-            else:
-                out.users.update(users)
+        rows, users = await _fan_out([r["post_id"] for r in stored], guarded, conn)
+        out.fanned += rows
+        if rows and users is None:
+            out.overflow = True
+            out.wide_authors.update(p.author_id for p in ps)
+        elif users:
+            out.users.update(users)
     post_ids = [p.post_id for p in ps]
     parents = sorted({p.in_reply_to_id for p in ps if p.in_reply_to_id is not None})
     if parents:

@@ -14,7 +14,7 @@ import uuid
 import asyncpg
 import pytest
 
-from services.projector import runs, sql_posts, store
+from services.projector import runs, sql_fanout, store
 from shared.events import (
     AudienceCreated,
     AudienceData,
@@ -141,7 +141,7 @@ async def test_a_fan_out_names_few_readers_and_calls_a_wide_one_many(
 ) -> None:
     small, wide = n(), n()
     readers = [n() for _ in range(3)]
-    crowd = sql_posts.TOUCHED_SCAN_LIMIT + 1
+    crowd = sql_fanout.TOUCHED_SCAN_LIMIT + 1
     async with pool.acquire() as conn:
         tx = conn.transaction()
         await tx.start()
