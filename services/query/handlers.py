@@ -78,7 +78,7 @@ def page_response(
 
 def _items(request: web.Request, page: Page, rows: Sequence[asyncpg.Record]) -> web.Response:
     """A page of rows `(key, item)` whose items PostgreSQL already wrote as JSON
-    (repository._page_json): joined, not decoded and encoded again."""
+    (page_sql.page_json): joined, not decoded and encoded again."""
     body = msgspec.Raw(("[" + ",".join([r["item"] for r in rows]) + "]").encode())
     return page_response(request, page, [r["key"] for r in rows], body)
 

@@ -9,7 +9,7 @@ Post lists are built in two steps inside one statement: an inner query picks the
 `(key, post_id, repost_id, reposter_id)` — `key` is what the page is ordered and bounded by (a
 post id, or a repost's own id) — and `_hydrate` joins the post, its author, the reposter and
 the audience name to it. The paged lists served as they are (home, profile, public, tag) have
-PostgreSQL build each item's JSON too (`_page_json`); the others decide or reshape in Python.
+PostgreSQL build each item's JSON too (page_sql.py); the others decide or reshape in Python.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Final, TypeAlias
 
 import asyncpg
 
+from services.query.page_sql import JOINS, V, page_json
 from services.query.pagination import Page
 from services.query.policy import Relations, blocked_sql, feed_sql, muted_sql, visible_sql
 
@@ -37,7 +38,6 @@ UNAVAILABLE: Final = (
     asyncpg.exceptions.InternalClientError,
 )
 
-V: Final = "$1::bigint"  # the viewer (NULL: anonymous) is always the first parameter
 
 _POST_COLUMNS: Final = """
 p.post_id, p.author_id, p.text, p.created_at, p.edited_at, p.visibility, p.audience_id,
@@ -47,110 +47,14 @@ u.username, u.display_name, u.avatar_url, aud.name AS audience_name
 """
 
 
-# The audience and the reposter are per-row probes, fenced with OFFSET 0: as plain LEFT JOINs
-# the generic plan (parameters unknown) hash-joined them, reading the whole users table for
-# every page (1,000 rows, 0.4 ms of a 1 ms statement on the small bench; 10,000 on default).
-_JOINS: Final = """
-JOIN posts p ON p.post_id = page.post_id
-JOIN users u ON u.user_id = p.author_id
-LEFT JOIN LATERAL (SELECT aud.name FROM audiences aud
-                   WHERE aud.audience_id = p.audience_id OFFSET 0) aud ON true
-LEFT JOIN LATERAL (SELECT ru.username, ru.display_name, ru.avatar_url FROM users ru
-                   WHERE ru.user_id = page.reposter_id OFFSET 0) ru ON true
-"""
-
-
 def _hydrate(inner: str, order: str = "DESC") -> str:
     return f"""
 WITH page AS ({inner})
 SELECT page.key, page.repost_id, page.reposter_id, {_POST_COLUMNS},
        ru.username AS r_username, ru.display_name AS r_display_name,
        ru.avatar_url AS r_avatar_url
-FROM page {_JOINS}
+FROM page {JOINS}
 ORDER BY page.key {order}
-"""
-
-
-# views.item built by PostgreSQL, as JSON text: a page's rows then need no decoding, no
-# structs and no encoding in Python, which was ~40 % of the query service's CPU per home page
-# (py-spy, small bench: asyncpg's row decoding 23 %, views.item 16 %, msgspec the rest).
-# It is spelled as string concatenation because json_build_object costs ~20 us per row here
-# (it works out every argument's type on every call): a 20-item page took 0.9 ms in
-# PostgreSQL instead of 0.6 ms as concatenation, or 0.7 ms with the old per-column rows.
-# views.item stays the definition (single posts, threads, the stream use it);
-# tests/integration/test_page_json.py holds this twin equal to it, field for field.
-
-
-def _str(expr: str) -> str:
-    """A JSON string (escaped by to_json), or null."""
-    return f"coalesce(to_json({expr})::text, 'null')"
-
-
-def _id(expr: str) -> str:
-    """A bigint id as a JSON string (views: ids go out as decimal strings), or null."""
-    return f"""coalesce('"' || {expr} || '"', 'null')"""
-
-
-def _iso(col: str) -> str:
-    """A timestamptz as msgspec writes an aware datetime: UTC with "Z", the fraction (six
-    digits) only when it is not zero; or null."""
-    whole, frac = """'YYYY-MM-DD"T"HH24:MI:SS"Z"'""", """'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"""
-    return (
-        f"""coalesce('"' || to_char({col} AT TIME ZONE 'UTC',"""
-        f" CASE WHEN date_trunc('second', {col}) = {col} THEN {whole} ELSE {frac} END)"
-        """ || '"', 'null')"""
-    )
-
-
-def _account(prefix: str, user_id: str) -> str:
-    return (
-        f"""'{{"user_id":' || {_id(user_id)} || ',"username":' || {_str(prefix + ".username")}"""
-        f""" || ',"display_name":' || {_str(prefix + ".display_name")}"""
-        f""" || ',"avatar_url":' || {_str(prefix + ".avatar_url")} || '}}'"""
-    )
-
-
-# Optional fields are appended only when set, as msgspec's omit_defaults does.
-def _item_json(viewer: str) -> str:
-    return f"""
-'{{"post_id":' || {_id("p.post_id")}
-|| ',"author":' || {_account("u", "p.author_id")}
-|| ',"text":' || {_str("p.text")}
-|| ',"created_at":' || {_iso("p.created_at")}
-|| ',"edited_at":' || {_iso("p.edited_at")}
-|| ',"visibility":' || {_str("p.visibility")}
-|| ',"in_reply_to_id":' || {_id("p.in_reply_to_id")}
-|| ',"conversation_id":' || {_id("p.conversation_id")}
-|| ',"quote_of_id":' || {_id("p.quote_of_id")}
-|| ',"mentions":' || CASE WHEN cardinality(p.mentions) = 0 THEN '[]' ELSE coalesce(
-    (SELECT '[' || string_agg('{{"user_id":"' || m.user_id || '","username":'
-                              || to_json(m.username)::text || '}}', ',' ORDER BY m.i) || ']'
-     FROM unnest(p.mentions, p.mention_names) WITH ORDINALITY m(user_id, username, i)
-     WHERE m.i <= least(cardinality(p.mentions), cardinality(p.mention_names))),
-    '[]') END
-|| ',"hashtags":' || to_json(p.hashtags)::text
-|| ',"links":' || to_json(p.links)::text
-|| ',"media":' || p.media::text
-|| ',"replies_count":' || p.replies_count
-|| ',"reposts_count":' || p.reposts_count
-|| ',"likes_count":' || p.likes_count
-|| CASE WHEN page.reposter_id IS NULL THEN ''
-        ELSE ',"reposted_by":' || {_account("ru", "page.reposter_id")} END
-|| CASE WHEN page.repost_id IS NULL THEN '' ELSE ',"repost_id":' || {_id("page.repost_id")} END
-|| CASE WHEN p.author_id = {viewer} AND aud.name IS NOT NULL
-        THEN ',"audience_name":' || {_str("aud.name")} ELSE '' END
-|| '}}'
-"""
-
-
-def _page_json(inner: str, viewer: str = V) -> str:
-    """Like `_hydrate`, newest first, but each row is `(key, item)`: the item as `viewer`
-    sees it, ready-made JSON text (see _item_json)."""
-    return f"""
-WITH page AS ({inner})
-SELECT page.key, {_item_json(viewer)} AS item
-FROM page {_JOINS}
-ORDER BY page.key DESC
 """
 
 
@@ -184,7 +88,7 @@ LIMIT {limit}
 """
 
 
-_HOME: Final = _page_json(_home_inner("DESC"))
+_HOME: Final = page_json(_home_inner("DESC"))
 # The stream reads forwards from its cursor.
 _HOME_AFTER: Final = _hydrate(_home_inner("ASC"), "ASC")
 
@@ -202,7 +106,7 @@ _HOME_BATCH: Final = f"""
 SELECT q.slot, page.key, page.item
 FROM (VALUES {_SLOTS}) q(viewer, max_id, since_id, lim, slot)
 CROSS JOIN LATERAL ({
-    _page_json(_home_inner("DESC", "q.viewer", "q.max_id", "q.since_id", "q.lim"), "q.viewer")
+    page_json(_home_inner("DESC", "q.viewer", "q.max_id", "q.since_id", "q.lim"), "q.viewer")
 }) page
 ORDER BY q.slot, page.key DESC
 """
@@ -221,7 +125,7 @@ UNION ALL
  ORDER BY r.repost_id DESC LIMIT $4)
 ORDER BY key DESC LIMIT $4
 """
-_USER_POSTS: Final = _page_json(_USER_INNER)
+_USER_POSTS: Final = page_json(_USER_INNER)
 
 # The same page behind the profile's own check, in one round trip: no row when the user is
 # unknown; one row with `blocked` and NULL post columns when a block stands between them and
@@ -235,14 +139,14 @@ ORDER BY page.key DESC
 """
 
 # Public posts only (not unlisted), no reposts: a backwards scan of the partial index posts_public.
-_PUBLIC: Final = _page_json(f"""
+_PUBLIC: Final = page_json(f"""
 SELECT p.post_id AS key, p.post_id, NULL::bigint AS repost_id, NULL::bigint AS reposter_id
 FROM posts p
 WHERE p.visibility = 'public' AND p.post_id < $2 AND p.post_id > $3 AND {feed_sql(V)}
 ORDER BY p.post_id DESC LIMIT $4
 """)
 
-_TAG: Final = _page_json(f"""
+_TAG: Final = page_json(f"""
 SELECT p.post_id AS key, p.post_id, NULL::bigint AS repost_id, NULL::bigint AS reposter_id
 FROM post_tags t JOIN posts p ON p.post_id = t.post_id
 WHERE t.tag = $5 AND t.post_id < $2 AND t.post_id > $3
@@ -333,7 +237,7 @@ _POST_FOR_VIEWER: Final = (
 )
 
 
-# Pages for the HTTP lists: rows (key, item), the item as JSON text (_page_json).
+# Pages for the HTTP lists: rows (key, item), the item as JSON text (page_sql.page_json).
 
 
 async def home_timeline(db: Db, viewer: int, page: Page) -> list[asyncpg.Record]:

@@ -1,4 +1,4 @@
-"""The timeline pages' items are built as JSON by PostgreSQL (repository._page_json) and must
+"""The timeline pages' items are built as JSON by PostgreSQL (page_sql.page_json) and must
 be exactly what views.item makes of the hydrated rows, for every kind of field: optional ids,
 times with and without a fraction, mentions (names shorter than ids, as zip truncates), tags,
 links, media, reposts, and the audience name only for the author."""
