@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from services.projector import batch, store
 from services.projector.runner import plan_record
 from services.projector.sql_offsets import RECORD_DEAD_LETTER
+from shared.db import SESSION_SETTINGS
 from shared.settings import Settings
 
 # Every table the projector derives from the log. Bookkeeping (projector_offsets,
@@ -241,9 +242,10 @@ async def rebuild(settings: Settings, out: TextIO = sys.stdout, err: TextIO = sy
     """Replay the topic into fresh tables and switch over; returns the replayed event count."""
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
     fresh, old = f"rebuild_{stamp}", f"replaced_{stamp}"
-    admin = await asyncpg.connect(settings.database_url)
+    admin = await asyncpg.connect(settings.database_url, server_settings=SESSION_SETTINGS)
     work = await asyncpg.connect(
-        settings.database_url, server_settings={"search_path": f"{fresh},public"}
+        settings.database_url,
+        server_settings={**SESSION_SETTINGS, "search_path": f"{fresh},public"},
     )
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,

@@ -19,7 +19,7 @@ from services.query.home_reads import HomeReads
 from services.query.metrics import QueryMetrics
 from services.query.streaming import CHANNEL as STREAM_CHANNEL
 from services.query.streaming import STREAM_HUB, StreamHub
-from shared.db import keep_session
+from shared.db import SESSION_SETTINGS, keep_session
 from shared.http import ApiError, error_middleware, healthz
 from shared.listener import Listener
 from shared.openapi import handler as openapi_handler
@@ -79,7 +79,7 @@ async def create_query_pool(dsn: str, max_size: int = POOL_MAX) -> asyncpg.Pool:
         max_size=max_size,
         timeout=CONNECT_TIMEOUT_S,
         command_timeout=STATEMENT_TIMEOUT_S,
-        server_settings={"application_name": "microblog-query"},
+        server_settings={**SESSION_SETTINGS, "application_name": "microblog-query"},
         reset=keep_session,  # no reset query per request
     )
     assert pool is not None
