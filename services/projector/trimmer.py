@@ -34,11 +34,25 @@ TRIM_PENDING_LIMIT = 20_000
 # 1,000 req/s, 990 with trims off. Between two trims a timeline only grows by what arrived
 # meanwhile, which pages never read.
 TRIM_MIN_INTERVAL_S = 30.0
-# A visit goes through its users in chunks, each its own short transaction, with a pause
-# between: one statement over every user of the default benchmark (10 K) kept PostgreSQL busy
-# for over a second, and the reads and posts that queued behind it made the tail latency.
-TRIM_CHUNK_USERS = 500
-TRIM_CHUNK_PAUSE_S = 0.02
+# A visit goes through its users in chunks, each its own short transaction, and pauses after
+# each so that it takes at most TRIM_DUTY of the time it spans: one statement over every user
+# of the default benchmark (10 K) kept PostgreSQL busy for over a second, and the reads and
+# posts that queued behind it made the tail latency. Chunks of 500 users with 20 ms pauses
+# still did: a visit of ~1.6 s of near-saturation landed inside the mixed load's 5 s window
+# (pg_stat_activity every 10 ms: the trim in most samples from 1.5 to 2.5 s; request p50 went
+# from ~15 ms to ~1 s and took two seconds to drain). Spread at 10 %, the same work runs over
+# ~16 s, well inside the interval between visits; a chunk's wall time includes waiting for
+# CPU, so a busier machine stretches the visit further. The pile of a visit still running is
+# kept for the next one.
+TRIM_CHUNK_USERS = 100
+TRIM_DUTY = 0.1
+TRIM_CHUNK_PAUSE_S = 0.02  # at least, between chunks
+
+
+def trim_pause(chunk_s: float, duty: float = TRIM_DUTY) -> float:
+    """Seconds to wait after a chunk that took `chunk_s`, so that chunks fill `duty` of the
+    visit's time (and never less than TRIM_CHUNK_PAUSE_S)."""
+    return max(TRIM_CHUNK_PAUSE_S, chunk_s * (1.0 - duty) / duty)
 
 
 class Trimmer:
@@ -79,10 +93,12 @@ class Trimmer:
             pending = sorted(users)
             for done in range(0, len(pending), TRIM_CHUNK_USERS):
                 chunk = pending[done : done + TRIM_CHUNK_USERS]
+                started = time.monotonic()
                 async with self.pool.acquire() as conn, conn.transaction():
                     deleted = await store.trim(conn, chunk, (), self.timeline_cap)
                 self.stats.timeline_rows_trimmed += deleted
-                await asyncio.sleep(TRIM_CHUNK_PAUSE_S)
+                if done + TRIM_CHUNK_USERS < len(pending):
+                    await asyncio.sleep(trim_pause(time.monotonic() - started))
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             # A deadlock with a batch's removals, or the database away: the users not yet
             # trimmed wait for the next visit.

@@ -10,6 +10,7 @@ from services.projector.batch_size import (
 from services.projector.runner import wakeup_payload
 from services.projector.stats import LATENCY_BUCKETS, Stats
 from services.projector.store import Applied, pg_array
+from services.projector.trimmer import TRIM_CHUNK_PAUSE_S, trim_pause
 
 
 def applied(users: set[int], overflow: bool = False) -> Applied:
@@ -63,3 +64,13 @@ def test_batches_are_sized_by_the_rows_a_record_writes() -> None:
     for _ in range(50):
         sizer.observe(1000, 0)
     assert sizer.records() == MAX_BATCH_RECORDS_BEHIND
+
+
+def test_trim_chunks_fill_at_most_their_duty_of_a_visit() -> None:
+    # A chunk of 50 ms at 10 % waits 450 ms: chunk / (chunk + pause) == duty.
+    pause = trim_pause(0.05, duty=0.1)
+    assert abs(0.05 / (0.05 + pause) - 0.1) < 1e-9
+    # Quick chunks still leave the floor between them.
+    assert trim_pause(0.0) == TRIM_CHUNK_PAUSE_S
+    # A chunk slowed by a busy machine stretches the pause with it.
+    assert trim_pause(0.2) > trim_pause(0.05)
