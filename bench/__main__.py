@@ -28,7 +28,7 @@ from bench.figures import Ctx, Metrics
 from bench.graph import make_graph
 from bench.presets import PRESETS
 from bench.stack import Infra, Process, baseline_server, free_port, service, service_env
-from shared.db import migrate
+from shared.db import SESSION_SETTINGS, migrate
 
 FIGURES = ("fanout", "reads", "depth", "posts", "visibility", "mixed", "rebuild")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -75,7 +75,10 @@ async def run(args: argparse.Namespace, infra: Infra) -> str:
 
     tqdm.write(f"[bench] preset {preset.name}: generating the graph")
     graph = make_graph(preset.users, preset.follows)
-    pool = await asyncpg.create_pool(db_url, min_size=2, max_size=4)
+    # Baselines run with the session settings the services use (jit off): same SQL, same plan.
+    pool = await asyncpg.create_pool(
+        db_url, min_size=2, max_size=4, server_settings=SESSION_SETTINGS
+    )
     assert pool is not None
     async with pool.acquire() as conn:
         await dataset.load_users(conn, graph)
