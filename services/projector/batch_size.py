@@ -10,7 +10,7 @@ from __future__ import annotations
 MAX_BATCH_RECORDS = 1000
 # Timeline rows a batch aims at when the projector is behind (when it is live, a batch holds
 # what arrived during the previous write, and stays short). Each batch's fan-out sweeps the
-# timeline indexes once, so fewer, larger batches write the same rows with less work: the
+# timeline's primary key once, so fewer, larger batches write the same rows with less work: the
 # benchmark's 20,000 posts (~2 M rows), written serially against the same database, took
 # 13.3 s in 1,000-record batches (~100 K rows each) and 12.2 s in 5,000-record ones (another
 # pair of runs: 13.8 s and 13.0 s with 3,000); 300 K rows took ~1.5-2 s to write in the
