@@ -44,6 +44,22 @@ class UserRegisteredData(Payload, frozen=True, kw_only=True):
 
 
 Visibility = Literal["public", "unlisted", "followers", "audience", "direct"]
+# How the author's followers receive a post (public, unlisted and followers posts only): `push`
+# writes it into each follower's home timeline (fan-out on write); `pull` merges it into their
+# timelines when they read (authors with very many followers; the command service decides, so
+# the choice is a fact of the log and a rebuild makes the same one).
+Delivery = Literal["push", "pull"]
+# The visibilities whose readers are the author's followers: only these can be pulled; audience
+# members and mentioned users always get the row written.
+FOLLOWER_VISIBILITIES: frozenset[str] = frozenset({"public", "unlisted", "followers"})
+
+
+def delivery_for(visibility: str, wide_author: bool) -> Delivery:
+    """How a new post reaches the author's followers: pulled for an author with at least the
+    pull threshold's followers (`wide_author`), when its readers are followers at all."""
+    return "pull" if wide_author and visibility in FOLLOWER_VISIBILITIES else "push"
+
+
 MediaKind = Literal["image", "video", "gif"]
 Url = Annotated[str, Meta(min_length=8, max_length=2048, pattern=r"^https?://[^\s]+$")]
 AltText = Annotated[str, Meta(max_length=1500)]
@@ -83,6 +99,7 @@ class PostCreatedData(Payload, frozen=True, kw_only=True):
     hashtags: tuple[Hashtag, ...] = ()
     links: tuple[Url, ...] = ()
     media: Annotated[tuple[Media, ...], Meta(max_length=4)] = ()
+    delivery: Delivery = "push"
 
 
 class PostEditedData(Payload, frozen=True, kw_only=True):

@@ -48,6 +48,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int
     produce_timeout_s: float
     access_log: str = "errors"  # shared.metrics.ACCESS_LOG_MODES
+    # Followers from which an author's new posts are delivered by pull (hybrid fan-out); 0: never.
+    pull_threshold: int = 10_000
 
     @property
     def command_url(self) -> str:
@@ -90,4 +92,5 @@ def load() -> Settings:
         max_body_bytes=_env_int("MB_MAX_BODY_BYTES", 64 * 1024),
         produce_timeout_s=_env_float("MB_PRODUCE_TIMEOUT_S", 10.0),
         access_log=_env("MB_ACCESS_LOG", "errors"),
+        pull_threshold=_env_int("MB_PULL_THRESHOLD", 10_000),
     )

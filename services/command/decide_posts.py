@@ -29,6 +29,7 @@ from shared.events import (
     RepostData,
     RepostRemoved,
     Visibility,
+    delivery_for,
     new_event,
 )
 from shared.http import ApiError, not_found
@@ -143,8 +144,10 @@ def create_post(
     *,
     request_id: str | None = None,
     entities: Entities | None = None,
+    wide_author: bool = False,
 ) -> PostCreated:
-    """`entities` are `extract(cmd.text)` when the caller has them already."""
+    """`entities` are `extract(cmd.text)` when the caller has them already; `wide_author`:
+    the author has at least the pull threshold's followers (hybrid fan-out)."""
     _check_text(cmd.text)
     if cmd.visibility == "audience":
         if cmd.audience_id is None:
@@ -182,6 +185,7 @@ def create_post(
             hashtags=entities.hashtags,
             links=entities.links,
             media=cmd.media,
+            delivery=delivery_for(cmd.visibility, wide_author),
         ),
         request_id=request_id,
     )

@@ -15,6 +15,7 @@ from aiohttp import web
 from msgspec import Meta, Struct
 
 from services.command import decide_posts, post_batch, post_store
+from services.command.delivery import WIDE_AUTHORS
 from services.command.pipeline import (
     EventAccepted,
     PostAccepted,
@@ -137,8 +138,9 @@ async def create_post(request: web.Request) -> web.Response:
         if decide_posts.needs_context(cmd, mention_names):
             async with request.app[POOL].acquire() as conn:
                 ctx = await facts(conn)
+        wide = await request.app[WIDE_AUTHORS].is_wide(request.app[POOL], me)
         event = decide_posts.create_post(
-            cmd, ctx, request_id=request_id(request), entities=entities
+            cmd, ctx, request_id=request_id(request), entities=entities, wide_author=wide
         )
         # The event id is unique already: it doubles as the internal idempotency key.
         position = await request.app[POST_WRITER].create(event, event.id.hex)
@@ -151,8 +153,9 @@ async def create_post(request: web.Request) -> web.Response:
     # A client's key is claimed under a lock and may replay the first answer: one at a time.
     async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
         ctx = await facts(conn)
+        wide = await request.app[WIDE_AUTHORS].is_wide(conn, me)
         event = decide_posts.create_post(
-            cmd, ctx, request_id=request_id(request), entities=entities
+            cmd, ctx, request_id=request_id(request), entities=entities, wide_author=wide
         )
         data = event.data
         await post_store.insert_post(

@@ -17,6 +17,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from services.command import idempotency, store
+from services.command.delivery import WIDE_AUTHORS, WideAuthors
 from shared.db import create_pool, keep_session
 from shared.ids import SnowflakeGenerator
 from shared.kafka import EventPublisher, make_producer
@@ -91,6 +92,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         producer, settings.topic, settings.produce_timeout_s, lambda: make_producer(settings)
     )
     app[IDS] = SnowflakeGenerator(settings.worker_id)
+    app[WIDE_AUTHORS] = WideAuthors(settings.pull_threshold)
     # Both import this module.
     from services.command.observability import METRICS
     from services.command.post_batch import POST_WRITER, PostWriter

@@ -28,6 +28,7 @@ from datetime import datetime
 import msgspec
 
 from shared.events import (
+    FOLLOWER_VISIBILITIES,
     AnyEvent,
     AudienceCreated,
     AudienceDeleted,
@@ -90,6 +91,13 @@ class NewPost(msgspec.Struct, frozen=True, kw_only=True):
     hashtags: tuple[str, ...] = ()
     links: tuple[str, ...] = ()
     media_json: str = "[]"
+    # Merged into followers' timelines at read time instead of written there (`pulled`).
+    pulled: bool = False
+
+
+def pulled(delivery: str, visibility: str) -> bool:
+    """Whether a post reaches the author's followers at read time rather than by fan-out."""
+    return delivery == "pull" and visibility in FOLLOWER_VISIBILITIES
 
 
 class AddPosts(msgspec.Struct, frozen=True):
@@ -287,6 +295,7 @@ def new_post(event: PostCreated) -> NewPost:
         hashtags=tuple(dict.fromkeys(t.lower() for t in d.hashtags)),
         links=d.links,
         media_json=_media(d.media),
+        pulled=pulled(d.delivery, d.visibility),
     )
 
 

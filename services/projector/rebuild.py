@@ -50,6 +50,8 @@ READ_MODELS: tuple[str, ...] = (
     "audiences",
     "audience_members",
     "home_timeline",
+    "pull_authors",
+    "pulled_follows",
     "notifications",
 )
 

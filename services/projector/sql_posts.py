@@ -33,6 +33,8 @@ UPDATE users SET display_name = COALESCE($2, display_name),
 # that were projected before it (other partitions may run ahead): a few index probes per post,
 # noise beside its fan-out.
 #
+# $16 names the posts delivered by pull (usually none): their followers' rows are not written.
+#
 # `id_taken` flags a new post whose id is already a repost's id. Ids come from one generator
 # and never collide; the flag only keeps a log that breaks that from failing the batch (see
 # FAN_OUT_GUARDED).
@@ -48,7 +50,7 @@ WITH i AS (
 INSERT INTO posts (post_id, author_id, text, created_at, visibility, audience_id,
                    in_reply_to_id, in_reply_to_author_id, quote_of_id, conversation_id,
                    mentions, mention_names, hashtags, links, media,
-                   replies_count, reposts_count, likes_count)
+                   replies_count, reposts_count, likes_count, pulled)
 SELECT i.post_id, i.author_id, i.text, i.created_at, i.visibility, i.audience_id,
        i.in_reply_to_id, i.in_reply_to_author_id, i.quote_of_id,
        COALESCE(i.conversation_id,
@@ -60,12 +62,30 @@ SELECT i.post_id, i.author_id, i.text, i.created_at, i.visibility, i.audience_id
        i.media::jsonb,
        (SELECT count(*) FROM posts r WHERE r.in_reply_to_id = i.post_id),
        (SELECT count(*) FROM reposts r WHERE r.post_id = i.post_id),
-       (SELECT count(*) FROM likes l WHERE l.post_id = i.post_id)
+       (SELECT count(*) FROM likes l WHERE l.post_id = i.post_id),
+       i.post_id = ANY($16::bigint[])
   FROM i
  WHERE NOT EXISTS (SELECT 1 FROM post_tombstones t WHERE t.post_id = i.post_id)
 ON CONFLICT (post_id) DO NOTHING
-RETURNING post_id,
+RETURNING post_id, author_id, pulled,
           EXISTS (SELECT 1 FROM reposts r WHERE r.repost_id = posts.post_id) AS id_taken
+"""
+
+# Authors of newly stored pulled posts ($1) become pull authors, and each active follow of a
+# new pull author a row of `pulled_follows` (follows of an author who is one already got theirs
+# when they were activated: MERGE_RECENT).
+REGISTER_PULL = """
+WITH a AS (
+    INSERT INTO pull_authors (author_id)
+    SELECT DISTINCT unnest($1::bigint[])
+    ON CONFLICT DO NOTHING
+    RETURNING author_id
+)
+INSERT INTO pulled_follows (follower_id, author_id)
+SELECT f.follower_id, f.followee_id
+  FROM a JOIN follows f ON f.followee_id = a.author_id AND f.active
+ ORDER BY f.follower_id, f.followee_id
+ON CONFLICT DO NOTHING
 """
 
 # After a run is in: parents recount their replies, posts that assumed a new post was their

@@ -56,17 +56,23 @@ SELECT g.follower_id, g.followee_id, coalesce(f.active, false) AS active
 """
 
 # For every active pair, the followee's $3 most recent posts the follower may view go into the
-# follower's timeline; a merged post replaces reposts of it there.
+# follower's timeline (pulled posts excepted: reads merge those, and the pair joins
+# `pulled_follows` if the followee is a pull author); a merged post replaces reposts of it there.
 MERGE_RECENT = (
     f"""
-WITH m AS (
+WITH pf AS (
+    INSERT INTO pulled_follows (follower_id, author_id)
+    SELECT g.follower_id, g.followee_id
+      FROM {_PAIRS} JOIN pull_authors a ON a.author_id = g.followee_id
+    ON CONFLICT DO NOTHING
+), m AS (
     INSERT INTO home_timeline (user_id, post_id, author_id)
     SELECT g.follower_id, p.post_id, p.author_id
       FROM {_PAIRS}
       CROSS JOIN LATERAL (
         SELECT post_id, author_id FROM posts p
          WHERE author_id = g.followee_id
-           AND (visibility IN ('public', 'unlisted', 'followers')
+           AND (visibility IN ('public', 'unlisted', 'followers') AND NOT pulled
                 OR (visibility = 'direct' AND g.follower_id = ANY(mentions))
                 OR (visibility = 'audience' AND EXISTS (
                     SELECT 1 FROM audience_members am
@@ -128,8 +134,13 @@ _FOLLOW_DELIVERED = """(h.reposted_post_id IS NOT NULL OR NOT EXISTS (
 
 # REMOVE_AUTHORS returns (user, original post) of every removed row: reposts of those
 # originals by accounts the user still follows may show now (RESTORE_REPOSTS).
-# For every inactive pair: the follower's timeline loses the followee's follow-delivered rows.
+# For every inactive pair: the follower's timeline loses the followee's follow-delivered rows,
+# and the pair leaves `pulled_follows`.
 REMOVE_AUTHORS = f"""
+WITH pf AS (
+    DELETE FROM pulled_follows pf USING {_PAIRS}
+     WHERE pf.follower_id = g.follower_id AND pf.author_id = g.followee_id
+)
 DELETE FROM home_timeline h USING {_PAIRS}
  WHERE h.user_id = g.follower_id AND h.author_id = g.followee_id
    AND {_FOLLOW_DELIVERED}
@@ -203,10 +214,18 @@ DELETE FROM notifications
         OR EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = $2 AND active))
 """
 
-# After a block, each side's timeline loses the other's follow-delivered posts unless a follow
-# newer than the block survives (only possible in a race the command side lost; reads filter
-# blocks anyway).
+# After a block, each side's timeline loses the other's follow-delivered posts (and the pair
+# leaves `pulled_follows`) unless a follow newer than the block survives (only possible in a
+# race the command side lost; reads filter blocks anyway).
 REMOVE_UNFOLLOWED = f"""
+WITH pf AS (
+    DELETE FROM pulled_follows pf
+     WHERE ((pf.follower_id = $1 AND pf.author_id = $2)
+         OR (pf.follower_id = $2 AND pf.author_id = $1))
+       AND NOT EXISTS (SELECT 1 FROM follows f
+                        WHERE f.follower_id = pf.follower_id AND f.followee_id = pf.author_id
+                          AND f.active)
+)
 DELETE FROM home_timeline h
  WHERE ((h.user_id = $1 AND h.author_id = $2) OR (h.user_id = $2 AND h.author_id = $1))
    AND {_FOLLOW_DELIVERED}

@@ -52,6 +52,7 @@ from services.projector.sql_posts import (
     NOTIFY,
     POSTS_AFTER,
     RECOUNT_REPLIES,
+    REGISTER_PULL,
     REMOVE_LIKE,
     REMOVE_REPOST,
     REPOST_FANOUT_BY_ID,
@@ -250,7 +251,13 @@ async def _add_posts(conn: asyncpg.Connection, out: Applied, ps: Sequence[NewPos
         [pg_array(p.hashtags) for p in ps],
         [pg_array(p.links) for p in ps],
         [p.media_json for p in ps],
+        [p.post_id for p in ps if p.pulled],
     )
+    pull_authors = [r["author_id"] for r in stored if r["pulled"]]
+    if pull_authors:
+        await conn.execute(REGISTER_PULL, pull_authors)
+        # Followers read pulled posts from `posts`: every stream may have something new.
+        out.overflow = True
     if stored:
         # Only the posts that are new fan out (a redelivered one is not returned).
         guarded = any(r["id_taken"] for r in stored)

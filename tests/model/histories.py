@@ -79,8 +79,10 @@ REPOSTS: Final = "reposts"
 LIKES: Final = "likes"
 EDITS: Final = "edits"
 HASHTAGS: Final = "hashtags"
+# Posts delivered by pull as well as by push (hybrid fan-out): what readers see must not change.
+PULL: Final = "pull"
 ALL_FEATURES: Final = frozenset(
-    (CORE, VISIBILITY, AUDIENCES, REPLIES, MUTES, LOCKS, REPOSTS, LIKES, EDITS, HASHTAGS)
+    (CORE, VISIBILITY, AUDIENCES, REPLIES, MUTES, LOCKS, REPOSTS, LIKES, EDITS, HASHTAGS, PULL)
 )
 
 TAGS: Final = ("cats", "Dogs", "news")
@@ -210,6 +212,9 @@ class _Builder:
             in_reply_to_author_id=reply_to.author_id if reply_to else None,
             mentions=tuple(Mention(user_id=m, username=f"u{m}") for m in mentions),
             hashtags=tuple(t.lower() for t in tags),
+            # Every other post, not drawn: the examples Hypothesis generates for a seed stay
+            # the same with or without this feature.
+            delivery="pull" if PULL in self.features and len(self.model.posts) % 2 else "push",
         )
         self.emit(new_event(PostCreated, actor_id=author, data=data))
 

@@ -63,6 +63,30 @@ def test_create_post_carries_visibility(visibility: str) -> None:
     assert event.data.audience_id is None
 
 
+@pytest.mark.parametrize(
+    ("visibility", "wide", "delivery"),
+    [
+        ("public", True, "pull"),
+        ("unlisted", True, "pull"),
+        ("followers", True, "pull"),
+        ("direct", True, "push"),  # its readers are the mentioned users, not followers
+        ("public", False, "push"),
+        ("followers", False, "push"),
+    ],
+)
+def test_create_post_is_pulled_only_for_wide_authors_and_follower_readers(
+    visibility: str, wide: bool, delivery: str
+) -> None:
+    event = decide_posts.create_post(new_post(visibility=visibility), wide_author=wide)
+    assert event.data.delivery == delivery
+
+
+def test_wide_authors_audience_posts_are_pushed() -> None:
+    ctx = PostContext(audience=AudienceRecord(owner_id=ALICE, deleted=False))
+    cmd = new_post(visibility="audience", audience_id=AUDIENCE)
+    assert decide_posts.create_post(cmd, ctx, wide_author=True).data.delivery == "push"
+
+
 def test_audience_post_to_own_audience() -> None:
     ctx = PostContext(audience=AudienceRecord(owner_id=ALICE, deleted=False))
     event = decide_posts.create_post(new_post(visibility="audience", audience_id=AUDIENCE), ctx)

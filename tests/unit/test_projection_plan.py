@@ -130,6 +130,28 @@ def test_a_root_post_is_its_own_conversation_and_self_mentions_do_not_notify() -
     assert notify == Notify(())
 
 
+@pytest.mark.parametrize(
+    ("visibility", "delivery", "pulled"),
+    [
+        ("public", "pull", True),
+        ("unlisted", "pull", True),
+        ("followers", "pull", True),
+        ("public", "push", False),
+        # A log that says pull for a post whose readers are not followers is still written.
+        ("direct", "pull", False),
+        ("audience", "pull", False),
+    ],
+)
+def test_a_post_is_pulled_as_its_event_says_when_followers_read_it(
+    visibility: str, delivery: str, pulled: bool
+) -> None:
+    fields: dict[str, object] = {"visibility": visibility, "delivery": delivery}
+    if visibility == "audience":
+        fields["audience_id"] = 9
+    add = ops_for(post(11, **fields))[0]
+    assert isinstance(add, AddPosts) and add.posts[0].pulled is pulled
+
+
 def test_runs_of_posts_become_one_set_based_fanout() -> None:
     ops = plan([post(1), post(2, author=3), post(3)])
     assert len(ops) == 1 and isinstance(ops[0], AddPosts)
