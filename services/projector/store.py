@@ -256,6 +256,8 @@ async def _add_posts(conn: asyncpg.Connection, out: Applied, ps: Sequence[NewPos
     pull_authors = [r["author_id"] for r in stored if r["pulled"]]
     if pull_authors:
         await conn.execute(REGISTER_PULL, pull_authors)
+        # Before the batch's projector_progress: readers switch to merging pulled posts first.
+        await conn.execute("SELECT pg_notify('pull_authors', '')")
         # Followers read pulled posts from `posts`: every stream may have something new.
         out.overflow = True
     if stored:

@@ -17,6 +17,7 @@ from services.query.consistency import ProgressWaiter
 from services.query.handlers import HOME_READS, METRICS, POOL, SETTINGS, WAITER
 from services.query.home_reads import HomeReads
 from services.query.metrics import QueryMetrics
+from services.query.pull_state import PULL_AUTHORS, PullAuthors
 from services.query.streaming import CHANNEL as STREAM_CHANNEL
 from services.query.streaming import STREAM_HUB, StreamHub
 from shared.db import SESSION_SETTINGS, keep_session
@@ -97,10 +98,13 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     listener.on(CONSISTENCY_CHANNEL, waiter.notified, waiter.wake_all)
     listener.on(STREAM_CHANNEL, hub.wake, hub.wake_all)
     app[REVOCATIONS].listen(listener)
+    pulls = PullAuthors()
+    pulls.listen(listener)
     listener.start()
     app[POOL] = pool
     app[WAITER] = waiter
-    app[HOME_READS] = home = HomeReads(pool, pool_max)
+    app[PULL_AUTHORS] = pulls
+    app[HOME_READS] = home = HomeReads(pool, pool_max, pulls)
     try:
         yield
     finally:

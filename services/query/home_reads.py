@@ -19,6 +19,7 @@ import asyncpg
 
 from services.query import repository
 from services.query.pagination import Page
+from services.query.pull_state import PullAuthors
 from shared.group_commit import GroupCommit, Pending
 
 Read = tuple[int, Page]
@@ -30,8 +31,11 @@ CLOSE_TIMEOUT_S: Final = 2.0
 class HomeReads:
     """`read` a home page; concurrent reads are batched into one statement."""
 
-    def __init__(self, pool: asyncpg.Pool, concurrency: int) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, concurrency: int, pulls: PullAuthors | None = None
+    ) -> None:
         self._pool = pool
+        self._pulls = pulls
         # One statement per pool connection at most, so the other endpoints still get one.
         self._group: GroupCommit[Read, list[asyncpg.Record]] = GroupCommit(
             self._flush,
@@ -48,6 +52,7 @@ class HomeReads:
         await self._group.close(timeout_s)
 
     async def _flush(self, batch: Sequence[Pending[Read, list[asyncpg.Record]]]) -> None:
-        pages = await repository.home_pages(self._pool, [p.item for p in batch])
+        pulls = self._pulls is None or self._pulls.any
+        pages = await repository.home_pages(self._pool, [p.item for p in batch], pulls)
         for pending, rows in zip(batch, pages, strict=True):
             pending.resolve(rows)

@@ -72,13 +72,19 @@ ORDER BY page.key {order}
 # Hybrid fan-out: posts of pull authors (delivery "pull") have no rows in their followers'
 # timelines; the second branch merges them in, one backwards range scan of `posts_pulled` per
 # pull author the viewer follows (`pulled_follows`: for almost every viewer an empty range
-# probe). A repost row of a pulled post steps aside while the viewer follows its author, so the
-# post still shows once.
+# probe). Blocks and mutes are checked once per author there, so only the page's candidates
+# are fetched from `posts` and checked with the policy again. A repost row of a pulled post
+# steps aside while the viewer follows its author, so the post still shows once.
 def _home_inner(
-    order: str, v: str = V, max_id: str = "$2", since_id: str = "$3", limit: str = "$4"
+    order: str,
+    v: str = V,
+    max_id: str = "$2",
+    since_id: str = "$3",
+    limit: str = "$4",
+    pull: bool = True,
 ) -> str:
-    return f"""
-(SELECT h.post_id AS key, p.post_id, r.repost_id, r.reposter_id
+    pushed = f"""
+SELECT h.post_id AS key, p.post_id, r.repost_id, r.reposter_id
 FROM home_timeline h
 JOIN posts p ON p.post_id = coalesce(h.reposted_post_id, h.post_id)
 LEFT JOIN LATERAL (SELECT r.repost_id, r.reposter_id FROM reposts r
@@ -88,25 +94,39 @@ WHERE h.user_id = {v} AND h.post_id < {max_id} AND h.post_id > {since_id}
   AND {feed_sql(v)}
   AND (h.reposted_post_id IS NULL OR (r.repost_id IS NOT NULL
        AND NOT {blocked_sql(v, "r.reposter_id")}
-       AND (r.reposter_id = {v} OR NOT {muted_sql(v, "r.reposter_id")})
-       AND NOT (p.pulled AND EXISTS (SELECT 1 FROM pulled_follows pf
-                                     WHERE pf.follower_id = {v} AND pf.author_id = p.author_id))))
+       AND (r.reposter_id = {v} OR NOT {muted_sql(v, "r.reposter_id")})/*STEPS_ASIDE*/))
 ORDER BY h.post_id {order}
-LIMIT {limit})
+LIMIT {limit}
+"""
+    if not pull:
+        # No author's posts are pulled (services/query/pull_state.py): no merge to pay for.
+        return pushed.replace("/*STEPS_ASIDE*/", "")
+    steps_aside = f"""
+       AND NOT (p.pulled AND EXISTS (SELECT 1 FROM pulled_follows pf
+                                     WHERE pf.follower_id = {v} AND pf.author_id = p.author_id))"""
+    return f"""
+({pushed.replace("/*STEPS_ASIDE*/", steps_aside)})
 UNION ALL
 (SELECT p.post_id AS key, p.post_id, NULL::bigint, NULL::bigint
-FROM pulled_follows pf
-CROSS JOIN LATERAL (SELECT p.* FROM posts p
-                    WHERE p.author_id = pf.author_id AND p.pulled
-                      AND p.post_id < {max_id} AND p.post_id > {since_id} AND {feed_sql(v)}
-                    ORDER BY p.post_id {order} LIMIT {limit}) p
-WHERE pf.follower_id = {v})
+FROM (SELECT c.post_id
+      FROM pulled_follows pf
+      CROSS JOIN LATERAL (SELECT c.post_id FROM posts c
+                          WHERE c.author_id = pf.author_id AND c.pulled
+                            AND c.post_id < {max_id} AND c.post_id > {since_id}
+                          ORDER BY c.post_id {order} LIMIT {limit}) c
+      WHERE pf.follower_id = {v} AND pf.author_id <> {v}
+        AND NOT {blocked_sql(v, "pf.author_id")} AND NOT {muted_sql(v, "pf.author_id")}
+      ORDER BY c.post_id {order}
+      LIMIT {limit}) c
+JOIN posts p ON p.post_id = c.post_id
+WHERE {feed_sql(v)})
 ORDER BY key {order}
 LIMIT {limit}
 """
 
 
 _HOME: Final = page_json(_home_inner("DESC"))
+_HOME_PUSHED: Final = page_json(_home_inner("DESC", pull=False))
 # The stream reads forwards from its cursor.
 _HOME_AFTER: Final = _hydrate(_home_inner("ASC"), "ASC")
 
@@ -120,14 +140,20 @@ _SLOTS: Final = ", ".join(
     f"(${4 * i + 1}::bigint, ${4 * i + 2}::bigint, ${4 * i + 3}::bigint, ${4 * i + 4}::int, {i})"
     for i in range(HOME_BATCH)
 )
-_HOME_BATCH: Final = f"""
+
+
+def _home_batch(pull: bool) -> str:
+    inner = _home_inner("DESC", "q.viewer", "q.max_id", "q.since_id", "q.lim", pull)
+    return f"""
 SELECT q.slot, page.key, page.item
 FROM (VALUES {_SLOTS}) q(viewer, max_id, since_id, lim, slot)
-CROSS JOIN LATERAL ({
-    page_json(_home_inner("DESC", "q.viewer", "q.max_id", "q.since_id", "q.lim"), "q.viewer")
-}) page
+CROSS JOIN LATERAL ({page_json(inner, "q.viewer")}) page
 ORDER BY q.slot, page.key DESC
 """
+
+
+_HOME_BATCH: Final = _home_batch(pull=True)
+_HOME_BATCH_PUSHED: Final = _home_batch(pull=False)
 
 # A profile: the author's posts and their reposts of posts the viewer may view, merged by key.
 # Each branch is a backwards range scan (posts_author, reposts_reposter) cut to the limit.
@@ -258,18 +284,24 @@ _POST_FOR_VIEWER: Final = (
 # Pages for the HTTP lists: rows (key, item), the item as JSON text (page_sql.page_json).
 
 
-async def home_timeline(db: Db, viewer: int, page: Page) -> list[asyncpg.Record]:
-    return await db.fetch(_HOME, viewer, page.max_id, page.since_id, page.limit)
+async def home_timeline(
+    db: Db, viewer: int, page: Page, pulls: bool = True
+) -> list[asyncpg.Record]:
+    """`pulls`: some author's posts may be pulled (pull_state.PullAuthors.any)."""
+    sql = _HOME if pulls else _HOME_PUSHED
+    return await db.fetch(sql, viewer, page.max_id, page.since_id, page.limit)
 
 
-async def home_pages(db: Db, reads: Sequence[tuple[int, Page]]) -> list[list[asyncpg.Record]]:
+async def home_pages(
+    db: Db, reads: Sequence[tuple[int, Page]], pulls: bool = True
+) -> list[list[asyncpg.Record]]:
     """`home_timeline` for up to HOME_BATCH (viewer, page) pairs in one statement, in order."""
     args: list[object] = []
     for viewer, page in reads:
         args += (viewer, page.max_id, page.since_id, page.limit)
     args += [None] * (4 * HOME_BATCH - len(args))
     pages: list[list[asyncpg.Record]] = [[] for _ in reads]
-    for row in await db.fetch(_HOME_BATCH, *args):
+    for row in await db.fetch(_HOME_BATCH if pulls else _HOME_BATCH_PUSHED, *args):
         pages[row["slot"]].append(row)
     return pages
 

@@ -4,16 +4,23 @@ the viewers who follow its author now, whatever order the events were projected 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 
 from services.query import repository
+from services.query.home_reads import HomeReads
 from services.query.pagination import Page
-from shared.events import FollowRemoved, PostCreated
+from services.query.pull_state import PullAuthors
+from shared.db import create_pool, migrate
+from shared.events import FollowRemoved, MuteCreated, MuteData, PostCreated, new_event
+from shared.listener import Listener
 from shared.settings import Settings
+from tests.infra import unique_name
 from tests.integration.test_projector_domain import (
     block,
     feeder,
@@ -113,6 +120,21 @@ async def test_who_reads_a_pulled_post_follows_the_follow_graph_now(
     assert await served(pool, blocked) == []
 
 
+async def test_mutes_and_self_follows_of_pull_authors(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    f = await feeder(settings, pool)
+    author, muter, fan = await people(f, 3)
+    await f.batch(follow(muter, author), follow(fan, author), follow(author, author))
+    p = pulled(author)
+    await f.batch(p)
+    mute = MuteData(muter_id=muter, muted_id=author)
+    await f.batch(new_event(MuteCreated, actor_id=muter, data=mute))
+    assert await served(pool, muter) == []
+    assert await served(pool, fan) == [pid(p)]
+    assert await served(pool, author) == [pid(p)]  # once: a self-follow pulls nothing
+
+
 async def test_a_repost_of_a_pulled_post_steps_aside_while_its_author_is_followed(
     settings: Settings, pool: asyncpg.Pool
 ) -> None:
@@ -175,3 +197,49 @@ async def test_pull_follows_converge_in_any_order(settings: Settings, pool: asyn
         )
     for order, pairs, pages in results:
         assert (pairs, pages) == (["fan"], [["p"], ["p"], []]), f"order {order}"
+
+
+async def test_reads_merge_pulled_posts_from_the_first_pull_author_on(
+    settings: Settings, infra: tuple[str, str]
+) -> None:
+    """In a database without pull authors the query service reads the push-only statement;
+    the projector's notification switches it over before the pulled post's position is
+    announced, and a lost LISTEN connection switches it back to the safe statement."""
+    admin_url = infra[1]
+    name = unique_name("mbpull")
+    admin = await asyncpg.connect(admin_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = admin_url.rpartition("/")[0] + "/" + name
+    listener = Listener(url, retry_s=0.1)
+    try:
+        await migrate(url)
+        fresh = msgspec.structs.replace(settings, database_url=url)
+        pool = await create_pool(url, min_size=1, max_size=3)
+        pulls = PullAuthors()
+        assert pulls.any  # nothing known yet: merge
+        pulls.listen(listener)
+        listener.start()
+        await asyncio.wait_for(listener.ready.wait(), 10)
+        assert not pulls.any
+        reads = HomeReads(pool, 3, pulls)
+        f = await feeder(fresh, pool)
+        author, fan = await people(f, 2)
+        pushed = post(author, "pushed")
+        await f.batch(follow(fan, author), pushed)
+        assert [r["key"] for r in await reads.read(fan, Page())] == [pid(pushed)]
+        assert not pulls.any
+        p = pulled(author)
+        await f.batch(p)
+        for _ in range(100):
+            if pulls.any:
+                break
+            await asyncio.sleep(0.02)
+        assert pulls.any
+        assert [r["key"] for r in await reads.read(fan, Page())] == [pid(p), pid(pushed)]
+        await reads.close()
+        await pool.close()
+    finally:
+        await listener.stop()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+    assert pulls.any  # not listening: the safe answer
