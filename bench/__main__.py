@@ -23,14 +23,14 @@ import uvloop
 from aiokafka.admin import AIOKafkaAdminClient
 from tqdm import tqdm
 
-from bench import dataset, figures, kafka_io, loadgen, report
+from bench import dataset, figures, hybrid, kafka_io, loadgen, report
 from bench.figures import Ctx, Metrics
 from bench.graph import make_graph
 from bench.presets import PRESETS
 from bench.stack import Infra, Process, baseline_server, free_port, service, service_env
 from shared.db import SESSION_SETTINGS, migrate
 
-FIGURES = ("fanout", "reads", "depth", "posts", "visibility", "mixed", "rebuild")
+FIGURES = ("fanout", "reads", "depth", "posts", "visibility", "mixed", "hybrid", "rebuild")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -162,6 +162,15 @@ async def run(args: argparse.Namespace, infra: Infra) -> str:
         if "mixed" in args.only:
             await measure("mixed", figures.mixed_run, ctx, viewers, authors)
         rss = {n: round(p.rss()[1], 1) for n, p in procs.items()}
+        if "hybrid" in args.only:
+            # Once, last of the read figures: it turns the read dataset's timelines hybrid.
+            bar.set_description("hybrid fan-out")
+            try:
+                meta["hybrid"] = await hybrid.hybrid_run(ctx, viewers)
+            except Exception as exc:
+                tqdm.write(f"[bench] hybrid failed: {exc!r}")
+                meta["notes"].append(f"hybrid failed: {exc!r}")
+            bar.update(args.runs)
         if "rebuild" in args.only:
             bar.set_description("rebuild: producing the topic")
             rtopic, ends, total = await figures.rebuild_prepare(ctx)

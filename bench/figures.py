@@ -223,11 +223,14 @@ async def pg_home_loop(
     lat: list[float] = []
     end = time.perf_counter() + secs
 
+    # The statement the service picks (services/query/pull_state.py).
+    pulls = bool(await pool.fetchval("SELECT EXISTS (SELECT 1 FROM pull_authors)"))
+
     async def worker(w: int) -> None:
         i = offset + w
         while time.perf_counter() < end:
             t = time.perf_counter()
-            await repository.home_timeline(pool, viewers[i % len(viewers)], Page())
+            await repository.home_timeline(pool, viewers[i % len(viewers)], Page(), pulls)
             lat.append((time.perf_counter() - t) * 1000)
             i += concurrency
 

@@ -317,6 +317,11 @@ def write(
     md = markdown(meta, med, rows, rss)
     last = {k: v[-1] for k, v in runs.items() if v}
     made = plots(out, last)
+    if meta.get("hybrid"):
+        from bench import hybrid
+
+        md += hybrid.markdown(meta["hybrid"], slo)
+        made += [p for p in [hybrid.plot(out, meta["hybrid"])] if p]
     md += "".join(f"\n![{p}]({p})\n" for p in made)
     (out / "results.md").write_text(md)
     return md
