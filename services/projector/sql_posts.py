@@ -230,14 +230,21 @@ WITH n AS (
               -- As of the event, not as of arrival (invariant 4): a block stood at the
               -- event if one came before it and no unblock between; a later block removes
               -- older notifications, so it counts too. An unblock alone blocks nothing.
-              AND (b.active OR b.last_block_version > n.event_id
+              -- A block standing since before the event may have been lifted before it by
+              -- an unblock not projected yet: the notification is kept (reads hide it while
+              -- the block stands) and that unblock removes it if it came after the event
+              -- (UNBLOCK_NOTIFICATIONS).
+              AND (b.last_block_version > n.event_id
                    OR (b.version > n.event_id
                        AND b.last_block_version
                            <> '00000000-0000-0000-0000-000000000000'::uuid)))
        AND NOT EXISTS (
            SELECT 1 FROM mutes m
             WHERE m.muter_id = n.user_id AND m.muted_id = n.actor_id
-              AND m.last_mute_version < n.event_id AND (m.active OR m.version > n.event_id)
+              -- A mute standing since before the event may have been lifted before it by an
+              -- unmute not projected yet: kept (reads hide it), and UPSERT_MUTE removes it
+              -- when that unmute comes after the event.
+              AND m.last_mute_version < n.event_id AND m.version > n.event_id
               AND m.last_mute_version <> '00000000-0000-0000-0000-000000000000'::uuid
               AND (m.expires_at IS NULL OR m.expires_at > n.created_at))
        AND (n.kind <> 'follow_request' OR EXISTS (
@@ -253,6 +260,24 @@ WITH n AS (
      ORDER BY n.user_id, n.event_id
     ON CONFLICT DO NOTHING
     RETURNING user_id
+)"""
+    + TOUCHED
+)
+
+# After any block or unblock of the pair ($1 blocker, $2 blocked): when the register ends with
+# an unblock, the notifications between the two from the block it lifted (after the last block,
+# before that unblock) go; NOTIFY kept them while the block stood, not knowing yet whether an
+# unblock came before them. Later ones stay. Run for blocks too: a block projected after its
+# own unblock starts that period only then.
+UNBLOCK_NOTIFICATIONS = (
+    """
+WITH w AS (
+    DELETE FROM notifications n USING blocks b
+     WHERE b.blocker_id = $1 AND b.blocked_id = $2 AND NOT b.active
+       AND b.last_block_version <> '00000000-0000-0000-0000-000000000000'::uuid
+       AND ((n.user_id = $1 AND n.actor_id = $2) OR (n.user_id = $2 AND n.actor_id = $1))
+       AND n.event_id > b.last_block_version AND n.event_id < b.version
+    RETURNING n.user_id
 )"""
     + TOUCHED
 )

@@ -187,17 +187,18 @@ UPSERT_BLOCK = """
 INSERT INTO blocks AS b (blocker_id, blocked_id, active, version, last_block_version, since)
 VALUES ($1, $2, $3, $4::uuid, CASE WHEN $3 THEN $4::uuid ELSE $5::uuid END, $6)
 ON CONFLICT (blocker_id, blocked_id) DO UPDATE
-   SET active = EXCLUDED.active,
-       version = EXCLUDED.version,
-       since = EXCLUDED.since,
+   SET active = CASE WHEN b.version < EXCLUDED.version THEN EXCLUDED.active ELSE b.active END,
+       version = GREATEST(b.version, EXCLUDED.version),
+       since = CASE WHEN b.version < EXCLUDED.version THEN EXCLUDED.since ELSE b.since END,
+       -- Also when the write is older than the register's (a block projected after its
+       -- unblock): notifications need to know when the last block began.
        last_block_version = GREATEST(b.last_block_version, EXCLUDED.last_block_version)
- WHERE b.version < EXCLUDED.version
 """
 
 # A block ends every follow and pending request between the two people that is older than the
-# block, and the notifications between them: the older ones, and while the block stands also
-# newer ones another partition delivered first (a notification checks for an active block when
-# created, so either order ends without them).
+# block, and the notifications between them older than it. Newer ones stay: reads hide them
+# while the block stands, and the unblock removes those from before it (UNBLOCK_NOTIFICATIONS),
+# so every order of block, unblock and notification ends the same.
 END_FOLLOWS = """
 WITH f AS (
     UPDATE follows SET active = false
@@ -210,8 +211,7 @@ WITH f AS (
 )
 DELETE FROM notifications
  WHERE ((user_id = $1 AND actor_id = $2) OR (user_id = $2 AND actor_id = $1))
-   AND (event_id < $3
-        OR EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $1 AND blocked_id = $2 AND active))
+   AND event_id < $3
 """
 
 # After a block, each side's timeline loses the other's follow-delivered posts (and the pair
@@ -235,8 +235,10 @@ DELETE FROM home_timeline h
 RETURNING h.user_id, coalesce(h.reposted_post_id, h.post_id) AS original
 """
 
-# LWW register plus the start of the latest mute; then the notifications that the muted
-# account caused while the (latest) mute stood go, in whatever order they were projected.
+# LWW register plus the start of the latest mute; then, once an unmute ended it, the
+# notifications that the muted account caused while the (latest) mute stood go, in whatever
+# order they were projected. While it stands, reads hide them (stream_reads): an unmute not
+# projected yet may have come before some of them.
 UPSERT_MUTE = (
     """
 WITH m AS (
@@ -255,7 +257,7 @@ WITH m AS (
 ), w AS (
     DELETE FROM notifications n USING m
      WHERE n.user_id = $1 AND n.actor_id = $2
-       AND n.event_id > m.last_mute_version AND (m.active OR n.event_id < m.version)
+       AND n.event_id > m.last_mute_version AND n.event_id < m.version
        -- An unmute of someone never muted ends no mute and removes nothing.
        AND m.last_mute_version <> '00000000-0000-0000-0000-000000000000'::uuid
        AND (m.expires_at IS NULL OR m.expires_at > n.created_at)

@@ -58,6 +58,7 @@ from services.projector.sql_posts import (
     REPOST_FANOUT_BY_ID,
     REPOST_FANOUT_BY_ORIGINAL,
     REROOT,
+    UNBLOCK_NOTIFICATIONS,
     UPDATE_PROFILE,
 )
 from services.projector.sql_relations import (
@@ -191,6 +192,7 @@ async def apply(conn: asyncpg.Connection, ops: Sequence[Op], timeline_cap: int) 
                     rows = await conn.fetch(REMOVE_UNFOLLOWED, op.blocker_id, op.blocked_id)
                     out.users.update(r["user_id"] for r in rows)
                     await _restore_reposts(conn, out, rows)
+                await _touch(conn, out, UNBLOCK_NOTIFICATIONS, op.blocker_id, op.blocked_id)
             case SetMute():
                 await _touch(
                     conn,

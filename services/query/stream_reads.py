@@ -13,8 +13,11 @@ from services.query.policy import blocked_sql, muted_sql, visible_sql
 from services.query.repository import Db, V
 
 # Notifications: blocks and mutes of the actor and the post's visibility are checked again at
-# read time; one whose post is gone or hidden is skipped, and so is one whose cause was undone
-# (an unfollow, a withdrawn or decided request, an unlike, an un-repost), as Mastodon does.
+# read time, and so is a mute that stands since before the notification's event and had not
+# expired when it happened (the projector keeps such a notification, not knowing yet whether
+# an unmute came between: UPSERT_MUTE removes it if not); one whose post is gone or hidden is
+# skipped, and so is one whose cause was undone (an unfollow, a withdrawn or decided request,
+# an unlike, an un-repost), as Mastodon does.
 # Each check is one primary-key or unique-index probe.
 _NOTIFICATIONS_INNER: Final = f"""
 SELECT n.event_id, n.kind, n.created_at, n.post_id,
@@ -24,6 +27,10 @@ JOIN users a ON a.user_id = n.actor_id
 LEFT JOIN posts p ON p.post_id = n.post_id
 WHERE n.user_id = {V} AND n.event_id < $2 AND n.event_id > $3
   AND NOT {blocked_sql(V, "n.actor_id")} AND NOT {muted_sql(V, "n.actor_id")}
+  AND NOT EXISTS (SELECT 1 FROM mutes m
+                   WHERE m.muter_id = {V} AND m.muted_id = n.actor_id AND m.active
+                     AND m.last_mute_version < n.event_id
+                     AND (m.expires_at IS NULL OR m.expires_at > n.created_at))
   AND (n.post_id IS NULL OR (p.post_id IS NOT NULL AND {visible_sql(V)}))
   AND CASE n.kind
       WHEN 'follow' THEN EXISTS (SELECT 1 FROM follows f
