@@ -17,7 +17,8 @@ from services.query.repository import Db, V
 # expired when it happened (the projector keeps such a notification, not knowing yet whether
 # an unmute came between: UPSERT_MUTE removes it if not); one whose post is gone or hidden is
 # skipped, and so is one whose cause was undone (an unfollow, a withdrawn or decided request,
-# an unlike, an un-repost), as Mastodon does.
+# an unlike, an un-repost) or repeated (a request asked again shows once, as the latest), as
+# Mastodon does.
 # Each check is one primary-key or unique-index probe.
 _NOTIFICATIONS_INNER: Final = f"""
 SELECT n.event_id, n.kind, n.created_at, n.post_id,
@@ -36,7 +37,8 @@ WHERE n.user_id = {V} AND n.event_id < $2 AND n.event_id > $3
       WHEN 'follow' THEN EXISTS (SELECT 1 FROM follows f
           WHERE f.follower_id = n.actor_id AND f.followee_id = n.user_id AND f.active)
       WHEN 'follow_request' THEN EXISTS (SELECT 1 FROM follow_requests r
-          WHERE r.follower_id = n.actor_id AND r.followee_id = n.user_id)
+          WHERE r.follower_id = n.actor_id AND r.followee_id = n.user_id
+            AND r.version = n.event_id)
       WHEN 'like' THEN EXISTS (SELECT 1 FROM likes l
           WHERE l.post_id = n.post_id AND l.user_id = n.actor_id)
       WHEN 'repost' THEN EXISTS (SELECT 1 FROM reposts r

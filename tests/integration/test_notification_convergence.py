@@ -7,12 +7,22 @@ work the same way."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import asyncpg
 import pytest
 
-from shared.events import BlockData, BlockRemoved, MuteCreated, MuteData, MuteRemoved, new_event
+from services.query import stream_reads
+from shared.events import (
+    BlockData,
+    BlockRemoved,
+    FollowRequested,
+    MuteCreated,
+    MuteData,
+    MuteRemoved,
+    new_event,
+)
 from shared.settings import Settings
 from tests.integration.test_projector_domain import (
     block,
@@ -105,3 +115,12 @@ async def test_mutes_lifted_before_or_after_a_mention_converge(
         events, (a, b), _ = make()
         await f.each(*events)
         assert await readable(pool, a) == ([("mention", b)] if expected else [])
+
+
+async def test_a_request_asked_again_shows_once(settings: Settings, pool: asyncpg.Pool) -> None:
+    f = await feeder(settings, pool)
+    a, b = n(), n()
+    await f.batch(user(a), user(b))
+    await f.each(follow(a, b, FollowRequested), again := follow(a, b, FollowRequested))
+    shown = await stream_reads.notifications(pool, b, stream_reads.UUID_MAX, uuid.UUID(int=0), 9)
+    assert [(r["kind"], r["event_id"]) for r in shown] == [("follow_request", again.id)]

@@ -498,7 +498,15 @@ class Model:
             case "follow":
                 return self.follow_state(n.actor_id, user) == "active"
             case "follow_request":
-                return self.follow_state(n.actor_id, user) == "requested"
+                # This request, still pending and not asked again since: a withdrawn one's
+                # notification stays gone when the follower asks again, and a repeated request
+                # shows once.
+                cell = self.follows.get((n.actor_id, user))
+                return (
+                    self.follow_state(n.actor_id, user) == "requested"
+                    and cell is not None
+                    and cell.version == n.event_id
+                )
             case "like":
                 # This like, not a later one by the same user: no unlike since.
                 undone = self.unlikes.get((n.post_id or 0, n.actor_id), [])
