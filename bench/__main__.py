@@ -105,6 +105,7 @@ async def run(args: argparse.Namespace, infra: Infra) -> str:
         "machine": report.machine(pg_version),
         "notes": [],
         "loadavg_start": _loadavg(),
+        "_cpu_start": _cpu_ticks(),
     }
     sampler: asyncio.Task[None] | None = None
     session = loadgen.session()
@@ -203,8 +204,22 @@ async def run(args: argparse.Namespace, infra: Infra) -> str:
         await _delete_topics(infra.bootstrap, topic)
     meta["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     meta["loadavg_end"] = _loadavg()
+    meta["cpu_steal_pct"] = _steal_pct(meta.pop("_cpu_start"), _cpu_ticks())
     md = report.write(out, meta, runs, rss, preset.slo_read_rate, preset.mixed_rate)
     return md + f"\nresults: {out}\n"
+
+
+def _cpu_ticks() -> list[int]:
+    # /proc/stat's first line: user nice system idle iowait irq softirq steal ...
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:9]]
+
+
+def _steal_pct(start: list[int], end: list[int]) -> float:
+    """Share of CPU time the hypervisor gave to other guests during the run: on a shared VM
+    the baselines and the services both slow down with it."""
+    delta = [b - a for a, b in zip(start, end, strict=True)]
+    return round(100 * delta[7] / max(sum(delta), 1), 1)
 
 
 def _loadavg() -> str:

@@ -206,7 +206,8 @@ def markdown(
         f"{meta['started']}; graph: {meta['users']:,} users, {meta['edges']:,} follow edges "
         f"(followers: median {meta['followers_median']:.0f}, max {meta['followers_max']:,}). "
         f"Load average at start {meta['loadavg_start']}, at end {meta.get('loadavg_end', '?')} "
-        "(2 cores shared with other work: a load far above 2 inflates every latency).",
+        "(2 cores shared with other work: a load far above 2 inflates every latency); "
+        f"CPU steal during the run {meta.get('cpu_steal_pct', '?')} %.",
         "",
         "| figure | measured | baseline | ratio | target | met |",
         "|---|---:|---:|---:|---|---|",
