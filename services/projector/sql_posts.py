@@ -67,7 +67,7 @@ SELECT i.post_id, i.author_id, i.text, i.created_at, i.visibility, i.audience_id
   FROM i
  WHERE NOT EXISTS (SELECT 1 FROM post_tombstones t WHERE t.post_id = i.post_id)
 ON CONFLICT (post_id) DO NOTHING
-RETURNING post_id, author_id, pulled,
+RETURNING post_id,
           EXISTS (SELECT 1 FROM reposts r WHERE r.repost_id = posts.post_id) AS id_taken
 """
 

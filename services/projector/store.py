@@ -255,7 +255,8 @@ async def _add_posts(conn: asyncpg.Connection, out: Applied, ps: Sequence[NewPos
         [p.media_json for p in ps],
         [p.post_id for p in ps if p.pulled],
     )
-    pull_authors = [r["author_id"] for r in stored if r["pulled"]]
+    # A redelivered pulled post registers its author again: a no-op (ON CONFLICT).
+    pull_authors = [p.author_id for p in ps if p.pulled]
     if pull_authors:
         await conn.execute(REGISTER_PULL, pull_authors)
         # Before the batch's projector_progress: readers switch to merging pulled posts first.
