@@ -45,6 +45,10 @@ def thresholds(followers: np.ndarray[Any, Any]) -> list[int | None]:
     return out
 
 
+def _label(threshold: int | None) -> str:
+    return "push only" if threshold is None else f">= {threshold:,} followers"
+
+
 def _posts(ctx: Ctx, authors: list[int], threshold: int | None) -> list[PostCreated]:
     counts = ctx.graph.followers_count
     return [
@@ -130,7 +134,7 @@ async def hybrid_run(ctx: Ctx, viewers: list[int]) -> list[Metrics]:
     out: list[Metrics] = []
     # Writes first, for every threshold (the delivery is in the events, not in the dataset).
     for threshold in steps:
-        label = "push only" if threshold is None else f">= {threshold:,} followers"
+        label = _label(threshold)
         m: Metrics = {"threshold": threshold}
         await quiet_database(ctx)
         ctx.progress(f"hybrid {label}: fan-out of uniformly drawn authors' posts")
@@ -155,7 +159,7 @@ async def hybrid_run(ctx: Ctx, viewers: list[int]) -> list[Metrics]:
         )
     for m in out:
         threshold = m["threshold"]
-        label = "push only" if threshold is None else f">= {threshold:,} followers"
+        label = _label(threshold)
         wide = [] if threshold is None else [int(u) for u in np.flatnonzero(counts >= threshold)]
         ctx.progress(f"hybrid {label}: pulling {len(wide)} authors' posts")
         if wide:

@@ -135,10 +135,13 @@ async def create_post(request: web.Request) -> web.Response:
         # The hot path: decided here, then recorded and published together with whatever
         # other posts arrive meanwhile (post_batch.py). Bad input fails before it queues.
         ctx = decide_posts.NO_CONTEXT
+        wide_authors = request.app[WIDE_AUTHORS]
         if decide_posts.needs_context(cmd, mention_names):
             async with request.app[POOL].acquire() as conn:
                 ctx = await facts(conn)
-        wide = await request.app[WIDE_AUTHORS].is_wide(request.app[POOL], me)
+                wide = await wide_authors.is_wide(conn, me)
+        else:
+            wide = await wide_authors.is_wide(request.app[POOL], me)
         event = decide_posts.create_post(
             cmd, ctx, request_id=request_id(request), entities=entities, wide_author=wide
         )

@@ -35,12 +35,10 @@ class PullAuthors:
         return not self._none
 
     def listen(self, listener: Listener) -> None:
-        listener.on(CHANNEL, self._notified, on_connect=self._load, on_lost=self._lost)
+        listener.on(CHANNEL, self._some, on_connect=self._load, on_lost=self._some)
 
-    def _notified(self, _payload: str) -> None:
-        self._none = False
-
-    def _lost(self) -> None:
+    def _some(self, _payload: str = "") -> None:
+        # A pull author was added, or notifications may be missed from now on.
         self._none = False
 
     async def _load(self, conn: asyncpg.Connection) -> None:

@@ -83,6 +83,14 @@ def _home_inner(
     limit: str = "$4",
     pull: bool = True,
 ) -> str:
+    # While the viewer follows its author, a repost row of a pulled post steps aside.
+    steps_aside = (
+        f"""
+       AND NOT (p.pulled AND EXISTS (SELECT 1 FROM pulled_follows pf
+                                     WHERE pf.follower_id = {v} AND pf.author_id = p.author_id))"""
+        if pull
+        else ""
+    )
     pushed = f"""
 SELECT h.post_id AS key, p.post_id, r.repost_id, r.reposter_id
 FROM home_timeline h
@@ -94,18 +102,15 @@ WHERE h.user_id = {v} AND h.post_id < {max_id} AND h.post_id > {since_id}
   AND {feed_sql(v)}
   AND (h.reposted_post_id IS NULL OR (r.repost_id IS NOT NULL
        AND NOT {blocked_sql(v, "r.reposter_id")}
-       AND (r.reposter_id = {v} OR NOT {muted_sql(v, "r.reposter_id")})/*STEPS_ASIDE*/))
+       AND (r.reposter_id = {v} OR NOT {muted_sql(v, "r.reposter_id")}){steps_aside}))
 ORDER BY h.post_id {order}
 LIMIT {limit}
 """
     if not pull:
         # No author's posts are pulled (services/query/pull_state.py): no merge to pay for.
-        return pushed.replace("/*STEPS_ASIDE*/", "")
-    steps_aside = f"""
-       AND NOT (p.pulled AND EXISTS (SELECT 1 FROM pulled_follows pf
-                                     WHERE pf.follower_id = {v} AND pf.author_id = p.author_id))"""
+        return pushed
     return f"""
-({pushed.replace("/*STEPS_ASIDE*/", steps_aside)})
+({pushed})
 UNION ALL
 (SELECT p.post_id AS key, p.post_id, NULL::bigint, NULL::bigint
 FROM (SELECT c.post_id
