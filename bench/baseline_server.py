@@ -22,6 +22,7 @@ from aiohttp import web
 
 from services.query.app import create_query_pool
 from shared.auth import verify_token
+from shared.runtime import freeze_on_startup
 
 POOL: Final = web.AppKey("pool", asyncpg.Pool)
 
@@ -92,6 +93,8 @@ async def _pool(app: web.Application) -> AsyncIterator[None]:
 def main() -> None:
     app = web.Application()
     app.cleanup_ctx.append(_pool)
+    # Started like the query service: its startup heap out of the collector's reach.
+    app.on_startup.append(freeze_on_startup)
     app.router.add_post("/noop", noop)
     app.router.add_get("/naive_home", naive_home)
     app.router.add_get("/readyz", readyz)

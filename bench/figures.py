@@ -163,14 +163,16 @@ async def fanout_run(ctx: Ctx, run: int) -> Metrics:
             columns=["post_id", "author_id", "text", "created_at"],
         )
         await conn.execute("ANALYZE posts")
-        bare_rows, bare_s = await dataset.bare_fanout(conn)
+        with loadgen.quiet_gc():
+            bare_rows, bare_s = await dataset.bare_fanout(conn)
         await dataset.truncate_posts(conn)
         await conn.execute("CHECKPOINT")
-    t0 = time.perf_counter()
-    publish = asyncio.create_task(kafka_io.publish(ctx.infra.bootstrap, ctx.topic, events))
-    ends = await publish
-    produced_s = time.perf_counter() - t0
-    series, _, t_end = await wait_caught_up(ctx.pool, ctx.topic, ends, t0, limit_s=900)
+    with loadgen.quiet_gc():
+        t0 = time.perf_counter()
+        publish = asyncio.create_task(kafka_io.publish(ctx.infra.bootstrap, ctx.topic, events))
+        ends = await publish
+        produced_s = time.perf_counter() - t0
+        series, _, t_end = await wait_caught_up(ctx.pool, ctx.topic, ends, t0, limit_s=900)
     rows = await ctx.pool.fetchval("SELECT count(*) FROM home_timeline")
     proj_s = t_end - t0
     return {
@@ -221,8 +223,6 @@ async def pg_home_loop(
     """The baseline: the query service's own home-timeline statement in a raw asyncpg loop.
     Latencies (ms) and the elapsed seconds."""
     lat: list[float] = []
-    end = time.perf_counter() + secs
-
     # The statement the service picks (services/query/pull_state.py).
     pulls = bool(await pool.fetchval("SELECT EXISTS (SELECT 1 FROM pull_authors)"))
 
@@ -234,9 +234,11 @@ async def pg_home_loop(
             lat.append((time.perf_counter() - t) * 1000)
             i += concurrency
 
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    return lat, time.perf_counter() - t0
+    with loadgen.quiet_gc():
+        t0 = time.perf_counter()
+        end = t0 + secs
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        return lat, time.perf_counter() - t0
 
 
 # A figure and its baseline run in alternating slices (A B B A A B B A), so that background
@@ -524,25 +526,27 @@ async def visibility_run(ctx: Ctx) -> Metrics:
     timeouts = 0
     url = f"{ctx.url('command')}/v1/posts"
     try:
-        for i in range(n):
-            for cls, authors in classes.items():
-                author = authors[i % len(authors)]
-                t0 = time.perf_counter()
-                body = await _post_once(ctx, url, author)
-                accept[cls].append((time.perf_counter() - t0) * 1000)
-                part, off = (int(x) for x in body["position"].split(":"))
-                t_vis = await _visible_at(ctx, prog, part, off)
-                if t_vis is None:
-                    timeouts += 1
-                    t_vis = t0 + VISIBILITY_LIMIT_S
-                lat[cls].append((t_vis - t0) * 1000)
-                await asyncio.sleep(0.05)
+        with loadgen.quiet_gc():
+            for i in range(n):
+                for cls, authors in classes.items():
+                    author = authors[i % len(authors)]
+                    t0 = time.perf_counter()
+                    body = await _post_once(ctx, url, author)
+                    accept[cls].append((time.perf_counter() - t0) * 1000)
+                    part, off = (int(x) for x in body["position"].split(":"))
+                    t_vis = await _visible_at(ctx, prog, part, off)
+                    if t_vis is None:
+                        timeouts += 1
+                        t_vis = t0 + VISIBILITY_LIMIT_S
+                    lat[cls].append((t_vis - t0) * 1000)
+                    await asyncio.sleep(0.05)
     finally:
         await listener.close()
     ctx.progress("broker baseline: bare produce -> consume")
-    broker = await kafka_io.produce_consume_latency(
-        ctx.infra.bootstrap, ctx.topic + ".ping", p.broker_samples
-    )
+    with loadgen.quiet_gc():
+        broker = await kafka_io.produce_consume_latency(
+            ctx.infra.bootstrap, ctx.topic + ".ping", p.broker_samples
+        )
     out: Metrics = {}
     for cls, xs in lat.items():
         s = summarize(xs)
@@ -630,7 +634,8 @@ async def rebuild_run(ctx: Ctx, topic: str, ends: dict[int, int], total: int, ru
     """Replay the rebuild topic from offset 0 into a fresh database with a fresh consumer group
     (what a rebuild does), against a consume-only loop over the same topic."""
     ctx.progress("rebuild baseline: consume-only loop")
-    n, secs = await kafka_io.consume_all(ctx.infra.bootstrap, topic, total)
+    with loadgen.quiet_gc():
+        n, secs = await kafka_io.consume_all(ctx.infra.bootstrap, topic, total)
     name = f"{ctx.db_name}_rebuild{run}"
     url = await ctx.infra.create_database(name)
     port = free_port()
@@ -640,11 +645,12 @@ async def rebuild_run(ctx: Ctx, topic: str, ends: dict[int, int], total: int, ru
     pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
     assert pool is not None
     try:
-        t0 = time.perf_counter()
-        # Ready means migrated and assigned every partition: replay time starts there.
-        await asyncio.to_thread(proc.start)
-        t_ready = time.perf_counter()
-        series, _, t_end = await wait_caught_up(pool, topic, ends, t0, limit_s=1800)
+        with loadgen.quiet_gc():
+            t0 = time.perf_counter()
+            # Ready means migrated and assigned every partition: replay time starts there.
+            await asyncio.to_thread(proc.start)
+            t_ready = time.perf_counter()
+            series, _, t_end = await wait_caught_up(pool, topic, ends, t0, limit_s=1800)
         rss = proc.rss()
     finally:
         proc.stop()
