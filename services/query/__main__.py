@@ -18,9 +18,9 @@ import time
 from typing import Final
 
 import uvloop
-from aiohttp import web
 
 from services.query.app import create_app
+from shared import runtime
 from shared import settings as settings_mod
 from shared.db import migrate
 from shared.http import setup_logging
@@ -40,25 +40,23 @@ DEFAULT_WORKERS: Final = 1
 def serve(
     settings: settings_mod.Settings, loop: asyncio.AbstractEventLoop, shared_port: bool
 ) -> None:
-    # run_app turns SIGTERM and SIGINT into a graceful shutdown (cleanup_ctx closes the pool)
-    # and returns normally, so the process exits 0.
+    # SIGTERM and SIGINT end in a graceful shutdown (cleanup_ctx closes the pool) and return
+    # normally, so the process exits 0.
     app = create_app(settings)
     app.on_startup.append(freeze_on_startup)
-    web.run_app(
-        app,
-        host=settings.query_host,
-        port=settings.query_port,
-        loop=loop,
-        print=log.info,
-        reuse_port=shared_port,
-        # Request counts and latencies by route and status are in /metrics; a log line per
-        # request cost about 6 % of the process's time under load.
-        access_log=None,
-        # SIGTERM must end the process within 10 s: open streams end in on_shutdown, other
-        # requests get this long to finish.
-        shutdown_timeout=5.0,
-        # Slow clients: an idle keep-alive connection is closed after this long.
-        keepalive_timeout=15.0,
+    log.info("query service on %s:%d", settings.query_host, settings.query_port)
+    loop.run_until_complete(
+        runtime.serve(
+            app,
+            settings.query_host,
+            settings.query_port,
+            reuse_port=shared_port,
+            # SIGTERM must end the process within 10 s: open streams end in on_shutdown, other
+            # requests get this long to finish.
+            shutdown_timeout=5.0,
+            # Slow clients: an idle keep-alive connection is closed after this long.
+            keepalive_timeout=15.0,
+        )
     )
 
 
