@@ -247,9 +247,12 @@ WITH m AS (
     ON CONFLICT (muter_id, muted_id) DO UPDATE
        SET active = CASE WHEN m.version < EXCLUDED.version THEN EXCLUDED.active
                          ELSE m.active END,
-           -- An unmute keeps the expiry of the mute it ends: notifications from that mute's
-           -- period are judged against it (an unmute projected late must not widen it).
-           expires_at = CASE WHEN m.version < EXCLUDED.version AND EXCLUDED.active
+           -- The expiry is the latest mute's, in whatever order they come: an unmute keeps
+           -- the expiry of the mute it ends (notifications from that mute's period are judged
+           -- against it, so an unmute projected late must not widen it), and a mute projected
+           -- after a later unmute still records its own (else the period looked endless and
+           -- the unmute removed what came after the mute ran out).
+           expires_at = CASE WHEN EXCLUDED.active AND m.last_mute_version < EXCLUDED.version
                              THEN EXCLUDED.expires_at ELSE m.expires_at END,
            version = GREATEST(m.version, EXCLUDED.version),
            last_mute_version = GREATEST(m.last_mute_version, EXCLUDED.last_mute_version)

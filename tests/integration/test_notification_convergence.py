@@ -7,7 +7,10 @@ work the same way."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -88,8 +91,8 @@ async def test_a_mention_during_a_block_goes_when_the_later_unblock_arrives(
     assert await notes(pool, a) == []  # the block stood when b mentioned a
 
 
-def mute(a: int, b: int, kind: type[Any] = MuteCreated) -> Any:
-    return new_event(kind, actor_id=a, data=MuteData(muter_id=a, muted_id=b))
+def mute(a: int, b: int, kind: type[Any] = MuteCreated, expires_at: datetime | None = None) -> Any:
+    return new_event(kind, actor_id=a, data=MuteData(muter_id=a, muted_id=b, expires_at=expires_at))
 
 
 async def test_mutes_lifted_before_or_after_a_mention_converge(
@@ -115,6 +118,38 @@ async def test_mutes_lifted_before_or_after_a_mention_converge(
         events, (a, b), _ = make()
         await f.each(*events)
         assert await readable(pool, a) == ([("mention", b)] if expected else [])
+
+
+# A mute with an expiry hides what happened before it ran out, in every projection order; what
+# happened after shows, though the mute is still on record (nobody unmuted).
+MUTE_FOR = timedelta(milliseconds=40)
+
+
+async def test_a_mute_that_ran_out_hides_only_what_came_before(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    def scenario(mention_after_expiry: bool, unmuted: bool) -> Any:
+        a, b = n(), n()
+        muted = mute(a, b, expires_at=datetime.now(UTC) + MUTE_FOR)
+        if mention_after_expiry:
+            time.sleep(MUTE_FOR.total_seconds() * 2)
+        p = post(b, mentions=(mention(a),))
+        assert (p.time > muted.data.expires_at) is mention_after_expiry
+        # An unmute after it ran out ends that mute's period, which the mention was not in.
+        lifted = [mute(a, b, MuteRemoved)] if unmuted else []
+        return [user(a), user(b), muted, p, *lifted], [a, b], [p]
+
+    for after, unmuted in ((True, False), (False, False), (True, True)):
+
+        def make(after: bool = after, unmuted: bool = unmuted) -> Any:
+            return scenario(after, unmuted)
+
+        await converge(settings, pool, make, limit=30)
+        f = await feeder(settings, pool)
+        events, (a, b), _ = make()
+        await f.each(*reversed(events))  # the mention before the mute, the worst case
+        await asyncio.sleep(MUTE_FOR.total_seconds() * 2)  # either way, it has run out now
+        assert await readable(pool, a) == ([("mention", b)] if after else [])
 
 
 async def test_a_request_asked_again_shows_once(settings: Settings, pool: asyncpg.Pool) -> None:
