@@ -26,6 +26,7 @@ from tqdm import tqdm
 from bench import dataset, figures, hybrid, kafka_io, loadgen, report
 from bench.figures import Ctx, Metrics
 from bench.graph import make_graph
+from bench.httpclient import Client
 from bench.presets import PRESETS
 from bench.stack import Infra, Process, baseline_server, free_port, service, service_env
 from shared.db import SESSION_SETTINGS, migrate
@@ -109,6 +110,7 @@ async def run(args: argparse.Namespace, infra: Infra) -> str:
     }
     sampler: asyncio.Task[None] | None = None
     session = loadgen.session()
+    client = Client()
     try:
         for p in procs.values():
             tqdm.write(f"[bench] starting {p.name}")
@@ -126,6 +128,7 @@ async def run(args: argparse.Namespace, infra: Infra) -> str:
             logs=logs,
             pool=pool,
             session=session,
+            client=client,
             procs=procs,
             progress=lambda msg: bar.set_postfix_str(msg[:60]),
         )
@@ -197,6 +200,7 @@ async def run(args: argparse.Namespace, infra: Infra) -> str:
         if sampler is not None:
             sampler.cancel()
         await session.close()
+        await client.close()
         for p in procs.values():
             p.stop()
         await pool.close()

@@ -16,6 +16,7 @@ import numpy as np
 
 from bench import dataset, kafka_io, loadgen
 from bench.graph import Graph, sample_authors
+from bench.httpclient import Client
 from bench.presets import Preset
 from bench.stack import TOKEN_SECRET, Infra, Process, free_port, service, service_env
 from bench.stats import summarize
@@ -50,7 +51,8 @@ class Ctx:
     topic: str
     logs: Path
     pool: asyncpg.Pool
-    session: aiohttp.ClientSession
+    session: aiohttp.ClientSession  # single requests (visibility, metrics)
+    client: Client  # the load loops (bench/httpclient.py)
     procs: dict[str, Process] = field(default_factory=dict)
     tokens: dict[int, str] = field(default_factory=dict)
     ids: SnowflakeGenerator = field(default_factory=lambda: SnowflakeGenerator(1021))
@@ -295,7 +297,7 @@ async def sweep(
             )
             continue
         ctx.progress(f"{label}: open loop at {rate} req/s")
-        res = await loadgen.open_loop(ctx.session, rate, ctx.preset.step_s, make)
+        res = await loadgen.open_loop(ctx.client, rate, ctx.preset.step_s, make)
         out.append(res.summary())
     return out
 
@@ -329,7 +331,7 @@ async def reads_run(ctx: Ctx, viewers: list[int]) -> Metrics:
     http, pg_lat, pg_s = Tally(), list[float](), 0.0
 
     async def http_slice() -> None:
-        http.add(await loadgen.closed_loop(ctx.session, p.concurrency, p.closed_s / SLICES, home))
+        http.add(await loadgen.closed_loop(ctx.client, p.concurrency, p.closed_s / SLICES, home))
 
     async def pg_slice() -> None:
         nonlocal pg_s
@@ -349,7 +351,7 @@ async def reads_run(ctx: Ctx, viewers: list[int]) -> Metrics:
     m["pg_max_rps"] = round(len(pg_lat) / pg_s, 1)
     m["pg_p99_ms"] = round(summarize(pg_lat)["p99"], 3)
     ctx.progress("naive fan-out-on-read: closed loop")
-    res = await loadgen.closed_loop(ctx.session, p.concurrency, p.closed_s, naive)
+    res = await loadgen.closed_loop(ctx.client, p.concurrency, p.closed_s, naive)
     m["naive_max_rps"] = round(res.achieved, 1)
     m["_home_sweep"] = await sweep(
         ctx, home, _rates(p.read_rates, m["home_max_rps"]), m["home_max_rps"], "home"
@@ -372,11 +374,11 @@ async def depth_run(ctx: Ctx, deep: list[tuple[int, int]]) -> Metrics:
     cap = int(ctx.home_max_rps / 2) if ctx.home_max_rps else p.slo_read_rate // 2
     rate = max(20, min(p.slo_read_rate // 2, cap))
     ctx.progress(f"page depth: first pages at {rate} req/s")
-    first = await loadgen.open_loop(ctx.session, rate, p.step_s, _get(url, first_h))
+    first = await loadgen.open_loop(ctx.client, rate, p.step_s, _get(url, first_h))
     deep_reqs = [(f"{url}?max_id={mx}", h) for (_, mx), h in zip(deep, first_h, strict=True)]
     ctx.progress(f"page depth: pages at depth 400 at {rate} req/s")
     deep_res = await loadgen.open_loop(
-        ctx.session,
+        ctx.client,
         rate,
         p.step_s,
         lambda i: ("GET", deep_reqs[i % len(deep_reqs)][0], deep_reqs[i % len(deep_reqs)][1], None),
@@ -412,10 +414,10 @@ async def posts_run(ctx: Ctx, authors: list[int]) -> Metrics:
     noops, posts = Tally(), Tally()
 
     async def noop_slice() -> None:
-        noops.add(await loadgen.closed_loop(ctx.session, p.concurrency, p.closed_s / SLICES, noop))
+        noops.add(await loadgen.closed_loop(ctx.client, p.concurrency, p.closed_s / SLICES, noop))
 
     async def post_slice() -> None:
-        posts.add(await loadgen.closed_loop(ctx.session, p.concurrency, p.closed_s / SLICES, post))
+        posts.add(await loadgen.closed_loop(ctx.client, p.concurrency, p.closed_s / SLICES, post))
 
     await alternate(SLICES, noop_slice, post_slice)
     m["noop_max_rps"] = round(noops.rps, 1)
@@ -423,12 +425,12 @@ async def posts_run(ctx: Ctx, authors: list[int]) -> Metrics:
     m["post_max_errors"] = posts.errors
     half = max(10, int(m["post_max_rps"] / 2))
     ctx.progress(f"POST /v1/posts: open loop at half of max ({half} req/s)")
-    res = await loadgen.open_loop(ctx.session, half, p.step_s, post)
+    res = await loadgen.open_loop(ctx.client, half, p.step_s, post)
     m["post_half_rate"] = half
     m["post_p99_at_half_ms"] = res.summary()["p99"]
     nhalf = max(10, int(m["noop_max_rps"] / 2))
     ctx.progress(f"no-op handler: open loop at half of max ({nhalf} req/s)")
-    res = await loadgen.open_loop(ctx.session, nhalf, p.step_s, noop)
+    res = await loadgen.open_loop(ctx.client, nhalf, p.step_s, noop)
     m["noop_p99_at_half_ms"] = res.summary()["p99"]
     m["_post_sweep"] = await sweep(ctx, post, p.post_rates, m["post_max_rps"], "posts")
     ctx.progress("waiting for the projector to drain the posts")
@@ -583,7 +585,7 @@ async def mixed_run(ctx: Ctx, viewers: list[int], authors: list[int]) -> Metrics
     await drain(ctx)
     ctx.progress(f"mixed load at {p.mixed_rate} req/s")
     res = await loadgen.open_loop(
-        ctx.session, p.mixed_rate, max(p.step_s, 5.0), make, classify=lambda i: kinds[i % 10]
+        ctx.client, p.mixed_rate, max(p.step_s, 5.0), make, classify=lambda i: kinds[i % 10]
     )
     s = res.summary()
     out: Metrics = {

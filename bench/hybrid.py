@@ -174,9 +174,9 @@ async def hybrid_run(ctx: Ctx, viewers: list[int]) -> list[Metrics]:
         m["trims_settled_s"] = round(settle_s, 1)
         await quiet_database(ctx)
         ctx.progress(f"hybrid {label}: home reads")
-        res = await loadgen.closed_loop(ctx.session, p.concurrency, p.closed_s, home)
+        res = await loadgen.closed_loop(ctx.client, p.concurrency, p.closed_s, home)
         m["home_max_rps"] = round(res.achieved, 1)
-        res = await loadgen.open_loop(ctx.session, p.slo_read_rate, p.step_s, home)
+        res = await loadgen.open_loop(ctx.client, p.slo_read_rate, p.step_s, home)
         at = res.summary()
         m["home_rps_offered"] = p.slo_read_rate
         m["home_p50_ms"] = at["p50"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from bench.httpclient import Client, HttpError
 from bench.stats import summarize
 
 # (method, url, headers, body)
@@ -78,7 +79,7 @@ def session(limit: int = 512) -> aiohttp.ClientSession:
 
 
 async def _one(
-    s: aiohttp.ClientSession,
+    s: Client,
     req: Request,
     due: float,
     res: Result,
@@ -87,10 +88,8 @@ async def _one(
 ) -> None:
     method, url, headers, body = req
     try:
-        async with s.request(method, url, headers=headers, data=body) as resp:
-            await resp.read()
-            status = resp.status
-    except (aiohttp.ClientError, TimeoutError):
+        status, _ = await s.request(method, url, headers, body)
+    except (HttpError, OSError, TimeoutError):
         res.errors += 1
         return
     res.statuses[status] = res.statuses.get(status, 0) + 1
@@ -108,7 +107,7 @@ def _is_2xx(status: int) -> bool:
 
 
 async def open_loop(
-    s: aiohttp.ClientSession,
+    s: Client,
     rate: float,
     duration_s: float,
     make: MakeRequest,
@@ -134,7 +133,7 @@ async def open_loop(
 
 
 async def closed_loop(
-    s: aiohttp.ClientSession,
+    s: Client,
     concurrency: int,
     duration_s: float,
     make: MakeRequest,
