@@ -32,7 +32,7 @@ def machine(pg_version: str) -> dict[str, str]:
         "python": platform.python_version(),
         "postgresql": pg_version,
         "kafka": "4.1.2 (one KRaft node, 512 MB heap)",
-        "load generator": "bench/httpclient.py on uvloop in the bench process, same machine, unpinned",
+        "load generator": "bench/httpclient.py on uvloop in the bench process, same machine",
     }
 
 
