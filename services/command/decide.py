@@ -7,6 +7,7 @@ anything is written, so a refused command leaves no trace (invariant 8).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Final, Protocol
 
@@ -219,6 +220,22 @@ def reject_follow_request(
     cmd: Relate, *, pending: bool, request_id: str | None = None
 ) -> FollowRequestApproved | FollowRequestRejected:
     return _answer_request(FollowRequestRejected, cmd, pending, request_id)
+
+
+def approve_all_on_unlock(
+    owner_id: int, followers: Sequence[int], *, request_id: str | None = None
+) -> list[FollowRequestApproved]:
+    """An account that stops being locked takes the requests still pending, one approval each
+    (as Mastodon does): they would otherwise wait on an account that no longer asks."""
+    return [
+        new_event(
+            FollowRequestApproved,
+            actor_id=owner_id,
+            data=FollowData(follower_id=f, followee_id=owner_id),
+            request_id=request_id,
+        )
+        for f in followers
+    ]
 
 
 # ---------------------------------------------------------------- profiles and mutes

@@ -161,9 +161,19 @@ async def update_profile(request: web.Request) -> web.Response:
     event = decide.update_profile(cmd, request_id=request_id(request))
 
     async def work(conn: asyncpg.Connection) -> tuple[int, Struct]:
+        approvals = []
         if cmd.locked is not None:
             await store.set_locked(conn, me, cmd.locked)
+            if not cmd.locked:
+                followers = await store.take_follow_requests_to(conn, me)
+                approvals = decide.approve_all_on_unlock(
+                    me, followers, request_id=request_id(request)
+                )
         position = await publish(request, event)
+        # The approvals follow the profile change on the account's partition: the answer's
+        # position is the last of them, so a consistency wait on it covers them all.
+        for approval in approvals:
+            position = await publish(request, approval)
         return 202, EventAccepted(str(event.id), str(position))
 
     return await execute(request, user_scope(me), work)

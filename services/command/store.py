@@ -120,6 +120,15 @@ async def take_follow_request(conn: asyncpg.Connection, follower_id: int, follow
     return bool(deleted)
 
 
+async def take_follow_requests_to(conn: asyncpg.Connection, followee_id: int) -> list[int]:
+    """Remove every request pending for `followee_id`; the followers who asked, by id."""
+    rows = await conn.fetch(
+        "DELETE FROM cmd_follow_requests WHERE followee_id = $1 RETURNING follower_id",
+        followee_id,
+    )
+    return sorted(r["follower_id"] for r in rows)
+
+
 async def drop_follow_requests_between(conn: asyncpg.Connection, a: int, b: int) -> None:
     # A block ends pending requests in both directions (semantics.md).
     await conn.execute(

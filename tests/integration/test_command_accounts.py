@@ -114,6 +114,34 @@ async def test_follow_requests_of_a_locked_account(client: Client, log: Log) -> 
     assert (status, body["state"]) == (202, "following"), body
 
 
+async def test_unlocking_approves_the_pending_requests(client: Client, log: Log) -> None:
+    alice, bob, carol, dave = [await user(client) for _ in range(4)]
+    await _lock(client, bob)
+    for asker in (alice, carol):
+        status, body, _ = await call(client, "PUT", f"/v1/users/{bob.id}/follow", token=asker.token)
+        assert (status, body["state"]) == (202, "requested"), body
+
+    status, body, _ = await call(
+        client, "PATCH", "/v1/accounts/me", {"locked": False}, token=bob.token
+    )
+    assert status == 202, body
+    # The profile change, then one approval per request, on Bob's partition; the answer's
+    # position is the last of them.
+    partition, offset = (int(x) for x in body["position"].split(":"))
+    changed, _ = await log.at(f"{partition}:{offset - 2}")
+    assert isinstance(changed, ProfileUpdated) and changed.data.locked is False
+    approved = [(await log.at(f"{partition}:{offset - k}"))[0] for k in (1, 0)]
+    assert all(isinstance(e, FollowRequestApproved) for e in approved)
+    assert sorted(e.data.follower_id for e in approved) == sorted([int(alice.id), int(carol.id)])
+    assert {e.data.followee_id for e in approved} == {int(bob.id)}
+
+    # Nothing is pending any more, and a new follower follows at once.
+    approve = f"/v1/follow_requests/{alice.id}/approve"
+    await refused(client, log, "POST", approve, None, bob.token, (404, "not_found", None))
+    status, body, _ = await call(client, "PUT", f"/v1/users/{bob.id}/follow", token=dave.token)
+    assert (status, body["state"]) == (202, "following"), body
+
+
 async def test_block_ends_pending_requests(client: Client, log: Log) -> None:
     alice, bob = await user(client), await user(client)
     await _lock(client, bob)

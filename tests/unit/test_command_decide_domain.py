@@ -379,6 +379,19 @@ def test_answering_a_follow_request(decision: object, event_type: type) -> None:
     assert refused(exc) == (404, "not_found", None)
 
 
+def test_unlocking_approves_every_pending_request() -> None:
+    events = decide.approve_all_on_unlock(BOB, [ALICE, CAROL], request_id="r1")
+    assert [type(e) for e in events] == [FollowRequestApproved, FollowRequestApproved]
+    assert [(e.data.follower_id, e.data.followee_id) for e in events] == [
+        (ALICE, BOB),
+        (CAROL, BOB),
+    ]
+    # On the unlocked account's partition, after its profile change; distinct events.
+    assert {e.subject for e in events} == {str(BOB)}
+    assert len({e.id for e in events}) == 2
+    assert decide.approve_all_on_unlock(BOB, []) == []
+
+
 # ---------------------------------------------------------------- mutes
 
 
