@@ -89,7 +89,9 @@ ON CONFLICT DO NOTHING
 """
 
 # After a run is in: parents recount their replies, posts that assumed a new post was their
-# conversation root move to its root, public posts enter the hashtag index, version 0 is kept.
+# conversation root move to its root, public posts enter the hashtag index. (Version 0 is
+# written by a post's first edit, from the row it replaces: most posts are never edited, and
+# the query side serves an unedited post as its own version 0.)
 # Separate statements: one post can be both a parent and re-rooted, and PostgreSQL applies
 # only one of two updates of the same row within a statement.
 RECOUNT_REPLIES = """
@@ -119,10 +121,6 @@ WITH tags AS (
     SELECT t.tag, p.post_id
       FROM posts p CROSS JOIN LATERAL unnest(p.hashtags) AS t(tag)
      WHERE p.post_id = ANY($1::bigint[]) AND p.visibility = 'public'
-    ON CONFLICT DO NOTHING
-), versions AS (
-    INSERT INTO post_versions (post_id, version, text, media, created_at)
-    SELECT post_id, 0, text, media, created_at FROM posts WHERE post_id = ANY($1::bigint[])
     ON CONFLICT DO NOTHING
 )
 SELECT EXISTS (SELECT 1 FROM reposts WHERE post_id = ANY($1::bigint[]))
@@ -283,15 +281,24 @@ WITH w AS (
 )
 
 # Later edits win (edits of one post share the author's partition, so this only guards
-# redelivery); each edit appends one version, once.
+# redelivery); each edit appends one version, once. The first edit also writes version 0 from
+# the row as it was (every part of the statement reads the same snapshot: `old` and `v0` see
+# the post before `up` changes it, `ver` sees no version yet and numbers the edit 1).
 EDIT_POST = """
-WITH old AS (SELECT hashtags, visibility FROM posts WHERE post_id = $1
+WITH old AS (SELECT hashtags, visibility, text, media, created_at FROM posts WHERE post_id = $1
 ), up AS (
     UPDATE posts SET text = $2, mentions = $3::bigint[], mention_names = $4::text[],
                      hashtags = $5::text[], links = $6::text[], media = $7::jsonb,
                      edited_at = $8
      WHERE post_id = $1 AND (edited_at IS NULL OR edited_at < $8)
     RETURNING post_id
+), v0 AS (
+    INSERT INTO post_versions (post_id, version, text, media, created_at)
+    SELECT $1, 0, old.text, old.media, old.created_at
+      FROM old
+     WHERE EXISTS (SELECT 1 FROM up)
+       AND NOT EXISTS (SELECT 1 FROM post_versions WHERE post_id = $1)
+    ON CONFLICT DO NOTHING
 ), ver AS (
     INSERT INTO post_versions (post_id, version, text, media, created_at)
     SELECT $1, (SELECT coalesce(max(version), 0) + 1 FROM post_versions WHERE post_id = $1),
