@@ -149,6 +149,12 @@ class Client:
         _, conn = await loop.create_connection(_Connection, host, port)
         return conn, False
 
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
     async def close(self) -> None:
         for conns in self._idle.values():
             for conn in conns:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import signal
 
 from aiohttp import web
+
+log = logging.getLogger("microblog.runtime")
 
 # After SIGTERM, before the listening socket closes: closing it resets every connection still
 # in the kernel's accept queue, whose client may have sent its request before the signal while
@@ -48,10 +51,10 @@ async def serve(
     reuse_port: bool = False,
     keepalive_timeout: float = 75.0,
 ) -> None:
-    """run_app's lifecycle with a drain that loses no request sent before the signal:
-    SIGTERM or SIGINT, then ACCEPT_GRACE_S, close the listening socket, READ_GRACE_S, then
-    aiohttp's shutdown (in-flight handlers get `shutdown_timeout`, on_shutdown and cleanup
-    run). Returns normally, so the process exits 0."""
+    """run_app's lifecycle with a drain that loses no request sent before the signal: serve
+    (the startup heap frozen once the app has started); on SIGTERM or SIGINT, ACCEPT_GRACE_S,
+    close the listening socket, READ_GRACE_S, then aiohttp's shutdown (in-flight handlers get
+    `shutdown_timeout`, on_shutdown and cleanup run). Returns normally, so the process exits 0."""
     runner = web.AppRunner(
         app,
         handle_signals=False,
@@ -69,7 +72,9 @@ async def serve(
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
     try:
         await site.start()
+        freeze_startup_heap()
         await stop.wait()
+        log.info("stopping: draining in-flight requests")
         await asyncio.sleep(ACCEPT_GRACE_S)
         await site.stop()
         await asyncio.sleep(READ_GRACE_S)

@@ -18,7 +18,7 @@ from shared import settings as settings_mod
 from shared.db import migrate
 from shared.kafka import ensure_topics, quiet_client_logs
 from shared.logs import setup_json_logging
-from shared.runtime import freeze_on_startup, serve
+from shared.runtime import serve
 
 log = logging.getLogger("microblog.command")
 
@@ -39,11 +39,9 @@ def main() -> None:
         log.info("applied migrations: %s", ", ".join(applied))
     loop.run_until_complete(ensure_topics(settings))
     log.info("command service on %s (worker %d)", settings.command_url, settings.worker_id)
-    app = create_app(settings)
-    app.on_startup.append(freeze_on_startup)
     loop.run_until_complete(
         serve(
-            app,
+            create_app(settings),
             settings.command_host,
             settings.command_port,
             shutdown_timeout=SHUTDOWN_TIMEOUT_S,

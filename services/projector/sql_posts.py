@@ -293,11 +293,9 @@ WITH old AS (SELECT hashtags, visibility, text, media, created_at FROM posts WHE
      WHERE post_id = $1 AND (edited_at IS NULL OR edited_at < $8)
     RETURNING post_id
 ), v0 AS (
+    -- Kept if there is one already (a later edit, or a post from before versions were lazy).
     INSERT INTO post_versions (post_id, version, text, media, created_at)
-    SELECT $1, 0, old.text, old.media, old.created_at
-      FROM old
-     WHERE EXISTS (SELECT 1 FROM up)
-       AND NOT EXISTS (SELECT 1 FROM post_versions WHERE post_id = $1)
+    SELECT $1, 0, old.text, old.media, old.created_at FROM up, old
     ON CONFLICT DO NOTHING
 ), ver AS (
     INSERT INTO post_versions (post_id, version, text, media, created_at)

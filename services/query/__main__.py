@@ -24,7 +24,6 @@ from shared import runtime
 from shared import settings as settings_mod
 from shared.db import migrate
 from shared.http import setup_logging
-from shared.runtime import freeze_on_startup
 
 log = logging.getLogger("microblog.query")
 
@@ -43,7 +42,6 @@ def serve(
     # SIGTERM and SIGINT end in a graceful shutdown (cleanup_ctx closes the pool) and return
     # normally, so the process exits 0.
     app = create_app(settings)
-    app.on_startup.append(freeze_on_startup)
     log.info("query service on %s:%d", settings.query_host, settings.query_port)
     loop.run_until_complete(
         runtime.serve(

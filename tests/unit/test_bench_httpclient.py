@@ -60,8 +60,7 @@ async def test_answers_status_and_body_and_keeps_the_connection(
     server: tuple[str, list[int]],
 ) -> None:
     base, ports = server
-    client = Client()
-    try:
+    async with Client() as client:
         assert await client.request("GET", f"{base}/echo?x=1", {"Authorization": "t"}) == (
             200,
             b"GET /echo?x=1 ",
@@ -70,16 +69,13 @@ async def test_answers_status_and_body_and_keeps_the_connection(
         assert (status, body) == (201, b'POST /echo {"a":1}')
         assert (await client.request("GET", f"{base}/nowhere", {}))[0] == 404
         assert len(set(ports)) == 1  # one connection, kept alive
-    finally:
-        await client.close()
 
 
 async def test_concurrent_requests_use_their_own_connections(
     server: tuple[str, list[int]],
 ) -> None:
     base, ports = server
-    client = Client(limit=4)
-    try:
+    async with Client(limit=4) as client:
         answers = await asyncio.gather(
             *(client.request("GET", f"{base}/echo?i={i}", {}) for i in range(12))
         )
@@ -87,32 +83,24 @@ async def test_concurrent_requests_use_their_own_connections(
             f"GET /echo?i={i} ".encode() for i in range(12)
         )
         assert 1 < len(set(ports)) <= 4  # never more than the limit
-    finally:
-        await client.close()
 
 
 async def test_a_closed_connection_is_not_reused(server: tuple[str, list[int]]) -> None:
     base, ports = server
-    client = Client()
-    try:
+    async with Client() as client:
         assert await client.request("GET", f"{base}/closing", {}) == (200, b"bye")
         await client.request("GET", f"{base}/echo", {})
         await client.request("GET", f"{base}/echo", {})
         assert len(ports) == 2 and ports[0] == ports[1]
-    finally:
-        await client.close()
 
 
 async def test_slow_answers_time_out_and_unreadable_ones_fail(
     server: tuple[str, list[int]],
 ) -> None:
     base, _ = server
-    client = Client(timeout_s=0.2)
-    try:
+    async with Client(timeout_s=0.2) as client:
         with pytest.raises(TimeoutError):
             await client.request("GET", f"{base}/slow", {})
         with pytest.raises(HttpError, match="Content-Length"):
             await client.request("GET", f"{base}/chunked", {})
         assert (await client.request("GET", f"{base}/echo", {}))[0] == 200
-    finally:
-        await client.close()
