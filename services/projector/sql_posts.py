@@ -262,24 +262,6 @@ WITH n AS (
     + TOUCHED
 )
 
-# After any block or unblock of the pair ($1 blocker, $2 blocked): when the register ends with
-# an unblock, the notifications between the two from the block it lifted (after the last block,
-# before that unblock) go; NOTIFY kept them while the block stood, not knowing yet whether an
-# unblock came before them. Later ones stay. Run for blocks too: a block projected after its
-# own unblock starts that period only then.
-UNBLOCK_NOTIFICATIONS = (
-    """
-WITH w AS (
-    DELETE FROM notifications n USING blocks b
-     WHERE b.blocker_id = $1 AND b.blocked_id = $2 AND NOT b.active
-       AND b.last_block_version <> '00000000-0000-0000-0000-000000000000'::uuid
-       AND ((n.user_id = $1 AND n.actor_id = $2) OR (n.user_id = $2 AND n.actor_id = $1))
-       AND n.event_id > b.last_block_version AND n.event_id < b.version
-    RETURNING n.user_id
-)"""
-    + TOUCHED
-)
-
 # Later edits win (edits of one post share the author's partition, so this only guards
 # redelivery); each edit appends one version, once. The first edit also writes version 0 from
 # the row as it was (every part of the statement reads the same snapshot: `old` and `v0` see

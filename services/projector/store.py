@@ -58,7 +58,6 @@ from services.projector.sql_posts import (
     REPOST_FANOUT_BY_ID,
     REPOST_FANOUT_BY_ORIGINAL,
     REROOT,
-    UNBLOCK_NOTIFICATIONS,
     UPDATE_PROFILE,
 )
 from services.projector.sql_relations import (
@@ -70,6 +69,7 @@ from services.projector.sql_relations import (
     REQUEST_FOLLOW,
     RESTORE_REPOSTS,
     TRIM,
+    UNBLOCK_NOTIFICATIONS,
     UPSERT_AUDIENCE,
     UPSERT_BLOCK,
     UPSERT_MUTE,
