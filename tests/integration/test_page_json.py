@@ -154,6 +154,31 @@ async def test_page_items_equal_views_item(db: asyncpg.Connection) -> None:
                 who,
             )
 
+    # An edit rewrites the stored part of the item (posts.body_json) with the row: the page
+    # shows the new text, tags and time, still exactly as views.item.
+    await db.execute(
+        "UPDATE posts SET text = $2, hashtags = $3, mentions = $4, mention_names = $5,"
+        " edited_at = $6 WHERE post_id = $1",
+        plain,
+        "edited \u2603",
+        ["three"],
+        [named],
+        ["named"],
+        datetime(2026, 11, 3, 4, 5, 6, tzinfo=UTC),
+    )
+    page = await repository.home_timeline(db, viewer, Page())
+    items = {json.loads(r["item"])["post_id"]: json.loads(r["item"]) for r in page}
+    assert [json.loads(r["item"]) for r in page] == _reference(
+        await db.fetch(hydrated_home, viewer, *_bounds()), viewer
+    )
+    edited = items[str(plain)]
+    assert (edited["text"], edited["hashtags"], edited["edited_at"]) == (
+        "edited \u2603",
+        ["three"],
+        "2026-11-03T04:05:06Z",
+    )
+    assert edited["mentions"] == [{"user_id": str(named), "username": "named"}]
+
 
 async def test_batched_pages_equal_one_statement_each(db: asyncpg.Connection) -> None:
     """repository.home_pages (concurrent reads, home_reads.py) answers each (viewer, page) in
