@@ -106,8 +106,20 @@ async def test_page_items_equal_views_item(db: asyncpg.Connection) -> None:
         plain,
         reposter,
     )
+    # A repost by someone whose registration is not projected yet (another partition): the
+    # item still names the reposter, by id only, as views.item does.
+    lone = await _post(db, author)
+    ghost, ghost_repost = _ids.next_id(), _ids.next_id()
+    await db.execute(
+        "INSERT INTO reposts (repost_id, post_id, reposter_id, created_at)"
+        " VALUES ($1, $2, $3, now())",
+        ghost_repost,
+        lone,
+        ghost,
+    )
     rows = [(u, p, author, None) for u in (viewer, author) for p in (plain, rich, private)]
     rows.append((viewer, repost, reposter, plain))
+    rows.append((viewer, ghost_repost, ghost, lone))
     await db.executemany(
         "INSERT INTO home_timeline (user_id, post_id, author_id, reposted_post_id)"
         " VALUES ($1, $2, $3, $4)",
@@ -137,7 +149,14 @@ async def test_page_items_equal_views_item(db: asyncpg.Connection) -> None:
         for i in _reference(await db.fetch(hydrated_home, viewer, *_bounds()), viewer)
         if "repost_id" in i
     ]
-    assert reposted and reposted[0]["reposted_by"]["display_name"] == "Rex"
+    by_repost = {i["repost_id"]: i["reposted_by"] for i in reposted}
+    assert by_repost[str(repost)]["display_name"] == "Rex"
+    assert by_repost[str(ghost_repost)] == {
+        "user_id": str(ghost),
+        "username": None,
+        "display_name": None,
+        "avatar_url": None,
+    }
     as_author = {
         json.loads(r["item"])["post_id"]: json.loads(r["item"])
         for r in await repository.home_timeline(db, author, Page())
