@@ -123,12 +123,9 @@ class Projector:
         consumer = self.consumer
         if consumer is None:
             return {}
-        out: dict[int, int] = {}
-        for tp in consumer.assignment():
-            end = consumer.highwater(tp)
-            if end is not None and tp.partition in self.positions:
-                out[tp.partition] = max(end - self.positions[tp.partition], 0)
-        return out
+        ends = {tp.partition: consumer.highwater(tp) for tp in consumer.assignment()}
+        pos = self.positions
+        return {p: max(e - pos[p], 0) for p, e in ends.items() if e is not None and p in pos}
 
     # ------------------------------------------------------------------ one batch
 
@@ -207,7 +204,11 @@ class Projector:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=MAX_BATCH_RECORDS,
-            fetch_max_wait_ms=100,
+            # Live, a fetch waits up to 20 ms for 64 KB rather than return each record at once:
+            # in the benchmark's mixed load the projector used ~0.06 cores less, Kafka and
+            # PostgreSQL ~0.05 less; a post's visibility p50 went ~11 → ~25 ms (bench/README).
+            fetch_max_wait_ms=20,
+            fetch_min_bytes=64 * 1024,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
