@@ -23,7 +23,7 @@ import uvloop
 from aiokafka.admin import AIOKafkaAdminClient
 from tqdm import tqdm
 
-from bench import dataset, figures, hybrid, kafka_io, loadgen, report
+from bench import dataset, figures, figures_reads, figures_writes, hybrid, kafka_io, loadgen, report
 from bench.figures import Ctx, Metrics
 from bench.graph import make_graph
 from bench.httpclient import Client
@@ -153,18 +153,18 @@ async def run(args: argparse.Namespace, infra: Infra) -> str:
         viewers = dataset.np_sample(np.arange(1, graph.users + 1, dtype=np.int64), 2000, 5)
         authors = dataset.np_sample(np.arange(1, graph.users + 1, dtype=np.int64), 2000, 6)
         if "reads" in args.only:
-            await measure("reads", figures.reads_run, ctx, viewers)
+            await measure("reads", figures_reads.reads_run, ctx, viewers)
         if "depth" in args.only:
             if deep:
-                await measure("depth", figures.depth_run, ctx, deep)
+                await measure("depth", figures_reads.depth_run, ctx, deep)
             else:
                 meta["notes"].append("depth: no timeline deeper than 440 rows at this preset")
         if "posts" in args.only:
-            await measure("posts", figures.posts_run, ctx, authors)
+            await measure("posts", figures_writes.posts_run, ctx, authors)
         if "visibility" in args.only:
-            await measure("visibility", figures.visibility_run, ctx)
+            await measure("visibility", figures_writes.visibility_run, ctx)
         if "mixed" in args.only:
-            await measure("mixed", figures.mixed_run, ctx, viewers, authors)
+            await measure("mixed", figures_reads.mixed_run, ctx, viewers, authors)
         rss = {n: round(p.rss()[1], 1) for n, p in procs.items()}
         if "hybrid" in args.only:
             # Once, last of the read figures: it turns the read dataset's timelines hybrid.
