@@ -5,7 +5,12 @@
 -- page or the viewer are still built at read time. A home statement of 8 pages of 20 items
 -- (the default benchmark's graph, 500 viewers, alternating, 4 rounds of 200): 3.5-4.4 ms
 -- without the column, 2.6-3.2 ms with it. A stored post costs ~12 us more (20,000 posts
--- inserted: 0.81 s against 0.58 s), so a rebuild replays posts somewhat slower (bench/README).
+-- inserted: 0.81 s against 0.58 s), so a rebuild replays posts somewhat slower (bench/README);
+-- PostgreSQL 15 recomputes a stored generated column on every UPDATE of the row, so a counter
+-- update (a like, a reply, a repost) costs ~15 us more too (5,000 `likes_count + 1`: 58-60
+-- against 39-49 us each). A trigger limited to the body's columns would spare that, but
+-- `CREATE TABLE … (LIKE … INCLUDING ALL)` (the rebuild's fresh tables) copies generated
+-- columns and not triggers.
 --
 -- PL/pgSQL, with the mentions (a subquery) apart: the rest is then one "simple expression",
 -- which PL/pgSQL evaluates without the executor. Over 20,000 posts: 10 us a post, against

@@ -56,8 +56,8 @@ def _item_json(viewer: str) -> str:
 || ',"reposts_count":' || p.reposts_count
 || ',"likes_count":' || p.likes_count
 || CASE WHEN page.reposter_id IS NULL THEN ''
-        ELSE ',"reposted_by":' || coalesce(ru.account_json, '{{"user_id":"' || page.reposter_id
-             || '","username":null,"display_name":null,"avatar_url":null}}') END
+        ELSE ',"reposted_by":' || coalesce(ru.account_json,
+             user_account_json(page.reposter_id, NULL, NULL, NULL)) END
 || CASE WHEN page.repost_id IS NULL THEN '' ELSE ',"repost_id":' || {_id("page.repost_id")} END
 || CASE WHEN p.author_id = {viewer} AND aud.name IS NOT NULL
         THEN ',"audience_name":' || {_str("aud.name")} ELSE '' END
