@@ -24,7 +24,7 @@ from services.projector import deadletters
 from services.projector.rebuild import checksums, print_checksums, rebuild
 from services.projector.runner import Projector
 from services.projector.stats import LATENCY_BUCKETS
-from shared.db import create_pool, migrate
+from shared.db import create_pool, keep_session, migrate
 from shared.http import healthz, json_response, setup_logging
 from shared.kafka import ensure_topics, quiet_client_logs
 from shared.runtime import freeze_startup_heap
@@ -104,7 +104,10 @@ def make_app(projector: Projector) -> web.Application:
 async def serve(settings: Settings) -> None:
     await migrate(settings.database_url)
     await ensure_topics(settings)
-    pool = await create_pool(settings.database_url, min_size=1, max_size=4)
+    # No reset query per release (shared.db.keep_session): batches, trims and claims run
+    # single statements and transactions (SET LOCAL, transaction-level advisory locks only).
+    # A batch's transaction ends ~0.1-0.3 ms sooner (3,000 here: 206-233 against 361-534 µs).
+    pool = await create_pool(settings.database_url, min_size=1, max_size=4, reset=keep_session)
     projector = Projector(settings, pool)
     runner = web.AppRunner(make_app(projector), access_log=None)
     await runner.setup()

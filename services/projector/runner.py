@@ -32,6 +32,8 @@ from services.projector.sql_offsets import (
     ADVANCE,
     CLAIM_PARTITION,
     LOCK_SLOTS_SQL,
+    NOTIFY_PROGRESS,
+    NOTIFY_PROGRESS_AND_WAKEUP,
     RECORD_DEAD_LETTER,
 )
 from services.projector.stats import Stats
@@ -178,14 +180,14 @@ class Projector:
                     rec.value,
                 )
             applied = await store.apply(conn, ops, self.settings.timeline_cap)
-            # Delivered at commit: the query service wakes read-your-writes waiters on it.
-            await conn.execute(
-                "SELECT pg_notify('projector_progress', $1)",
-                ",".join(f"{p}:{next_offsets[p]}" for p in parts),
-            )
+            # Delivered at commit: the query service wakes read-your-writes waiters on it, and
+            # streams on the wake-up (one statement for both, see NOTIFY_PROGRESS_AND_WAKEUP).
+            progress = ",".join(f"{p}:{next_offsets[p]}" for p in parts)
             payload = wakeup_payload(applied)
-            if payload is not None:
-                await conn.execute("SELECT pg_notify('stream_wakeup', $1)", payload)
+            if payload is None:
+                await conn.execute(NOTIFY_PROGRESS, progress)
+            else:
+                await conn.execute(NOTIFY_PROGRESS_AND_WAKEUP, progress, payload)
         self.positions.update(next_offsets)
         self.stats.dead_letters += len(planned.poison)
         self.stats.timeline_rows += applied.fanned
