@@ -167,7 +167,7 @@ class Projector:
                 await conn.execute(f"SET LOCAL work_mem = '{LARGE_BATCH_WORK_MEM}'")
             slots = lock_slots(ops)
             if slots:
-                await conn.execute(LOCK_SLOTS_SQL, slots)
+                await conn.execute(LOCK_SLOTS_SQL, [s for s, _ in slots], [x for _, x in slots])
             for rec, why in planned.poison:
                 log.warning("dead-letter %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, why)
                 await conn.execute(

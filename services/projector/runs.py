@@ -180,34 +180,41 @@ def plan(events: Iterable[AnyEvent]) -> list[Op]:
 # activates a follow of X and merges X's posts; under READ COMMITTED neither sees the other's
 # uncommitted row and the follower would miss the post forever. Every op that fans out a user's
 # content or changes who receives it locks that user's slot, so such pairs run one after the
-# other and the second sees the first's rows. Slots, not user ids, bound the locks per
-# transaction (PostgreSQL's shared lock table is finite); a collision only serialises more.
+# other and the second sees the first's rows. New posts take their slots shared: two fan-outs
+# never need each other's rows, so instances fanning out posts run side by side (the hot path
+# uses both cores), while a change of who receives them (exclusive) waits for both. Slots, not
+# user ids, bound the locks per transaction (PostgreSQL's shared lock table is finite); a
+# collision only serialises more.
 LOCK_SLOTS = 1024
 
 
-def lock_slots(ops: Iterable[Op]) -> list[int]:
-    """The sorted advisory-lock slots `ops` need (sorted, so concurrent batches can't deadlock)."""
-    users: set[int] = set()
+def lock_slots(ops: Iterable[Op]) -> list[tuple[int, bool]]:
+    """The advisory-lock slots `ops` need, each with whether it is taken exclusively; sorted
+    by slot, so concurrent batches take them in one order and can't deadlock."""
+    shared: set[int] = set()
+    exclusive: set[int] = set()
     for op in ops:
         match op:
             case AddPosts(posts=posts):
                 for p in posts:
-                    users.add(p.author_id)
+                    shared.add(p.author_id)
                     if p.in_reply_to_author_id is not None:
-                        users.add(p.in_reply_to_author_id)
+                        shared.add(p.in_reply_to_author_id)
             case EditPost() | DeletePost():
-                users.add(op.author_id)
+                exclusive.add(op.author_id)
             case AddRepost() | RemoveRepost():
-                users.add(op.reposter_id)
+                exclusive.add(op.reposter_id)
             case SetFollow() | RequestFollow():
-                users.update((op.follower_id, op.followee_id))
+                exclusive.update((op.follower_id, op.followee_id))
             case SetFollows(follows=follows):
                 for f in follows:
-                    users.update((f.follower_id, f.followee_id))
+                    exclusive.update((f.follower_id, f.followee_id))
             case SetBlock():
-                users.update((op.blocker_id, op.blocked_id))
+                exclusive.update((op.blocker_id, op.blocked_id))
             case UpsertAudience() | DeleteAudience():
-                users.add(op.owner_id)
+                exclusive.add(op.owner_id)
             case SetAudienceMember():
-                users.update((op.owner_id, op.member_id))
-    return sorted({u % LOCK_SLOTS for u in users})
+                exclusive.update((op.owner_id, op.member_id))
+    slots = {u % LOCK_SLOTS: False for u in shared}
+    slots.update((u % LOCK_SLOTS, True) for u in exclusive)
+    return sorted(slots.items())

@@ -29,8 +29,11 @@ ON CONFLICT (topic, partition, "offset") DO NOTHING
 
 
 LOCK_SLOTS_SQL = (
-    # unnest keeps the array's (sorted) order, so slots are taken in ascending order.
-    "SELECT count(pg_advisory_xact_lock(7401, s)) FROM unnest($1::int[]) AS s"
+    # unnest keeps the arrays' (sorted) order, so slots are taken in ascending order; $2 says
+    # which are exclusive (runs.lock_slots).
+    "SELECT count(CASE WHEN x THEN pg_advisory_xact_lock(7401, s)"
+    " ELSE pg_advisory_xact_lock_shared(7401, s) END)"
+    " FROM unnest($1::int[], $2::bool[]) AS t(s, x)"
 )
 
 # A batch's notifications, queued in its transaction and delivered at commit: the partitions'

@@ -15,6 +15,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from services.projector.runner import Fenced, Projector
+from services.projector.runs import LOCK_SLOTS
+from services.projector.sql_offsets import LOCK_SLOTS_SQL
 from shared.db import create_pool
 from shared.events import (
     BlockCreated,
@@ -93,6 +95,23 @@ def post(author: int, text: str) -> PostCreated:
 
 def follow(a: int, b: int) -> FollowCreated:
     return new_event(FollowCreated, actor_id=a, data=FollowData(follower_id=a, followee_id=b))
+
+
+def record(topic: str, partition: int, offset: int, value: bytes) -> ConsumerRecord[None, bytes]:
+    """A consumed record, for driving `Projector.apply_batch` directly."""
+    return ConsumerRecord(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=None,
+        value=value,
+        checksum=None,
+        serialized_key_size=0,
+        serialized_value_size=len(value),
+        headers=(),
+    )
 
 
 async def timeline(pool: asyncpg.Pool, uid: int) -> list[int]:
@@ -175,26 +194,14 @@ async def test_stale_instance_is_fenced(settings: Settings, pool: asyncpg.Pool) 
     old, new = Projector(s, pool), Projector(s, pool)
     await old.claim([0])
     await new.claim([0])  # a rebalance handed partition 0 to the new instance
-    record = ConsumerRecord(
-        topic=s.topic,
-        partition=0,
-        offset=0,
-        timestamp=0,
-        timestamp_type=0,
-        key=None,
-        value=b"x",
-        checksum=None,
-        serialized_key_size=0,
-        serialized_value_size=1,
-        headers=(),
-    )
+    rec = record(s.topic, 0, 0, b"x")
     with pytest.raises(Fenced):
-        await old.apply_batch([record])
+        await old.apply_batch([rec])
     assert (
         await pool.fetchval("SELECT next_offset FROM projector_offsets WHERE topic=$1", s.topic)
         == 0
     )
-    await new.apply_batch([record])
+    await new.apply_batch([rec])
     assert (
         await pool.fetchval("SELECT next_offset FROM projector_offsets WHERE topic=$1", s.topic)
         == 1
@@ -216,38 +223,44 @@ async def test_follow_and_block_converge_in_any_order(
     projector = Projector(s, pool)
     await projector.claim([0])
     for offset, i in enumerate(order):
-        rec = ConsumerRecord(
-            topic=s.topic,
-            partition=0,
-            offset=offset,
-            timestamp=0,
-            timestamp_type=0,
-            key=None,
-            value=msgspec.json.encode(events[i]),
-            checksum=None,
-            serialized_key_size=0,
-            serialized_value_size=0,
-            headers=(),
-        )
-        await projector.apply_batch([rec])
+        await projector.apply_batch([record(s.topic, 0, offset, msgspec.json.encode(events[i]))])
     assert await timeline(pool, a) == []
     assert not await pool.fetchval(
         "SELECT active FROM follows WHERE follower_id=$1 AND followee_id=$2", a, b
     )
     # An unfollow after everything changes nothing further.
     unf = new_event(FollowRemoved, actor_id=a, data=FollowData(follower_id=a, followee_id=b))
-    rec = ConsumerRecord(
-        topic=s.topic,
-        partition=0,
-        offset=3,
-        timestamp=0,
-        timestamp_type=0,
-        key=None,
-        value=msgspec.json.encode(unf),
-        checksum=None,
-        serialized_key_size=0,
-        serialized_value_size=0,
-        headers=(),
-    )
-    await projector.apply_batch([rec])
+    await projector.apply_batch([record(s.topic, 0, 3, msgspec.json.encode(unf))])
     assert await timeline(pool, a) == []
+
+
+async def test_fan_outs_run_side_by_side_and_a_follow_waits_for_them(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """Another instance's batch in flight holds author B's lock slot shared, as its fan-out of
+    B's post does: this instance's fan-out of B's next post goes ahead, while A's follow of B,
+    which merges B's posts, waits for that batch to commit (else it could miss its post)."""
+    a, b = ids.next_id(), ids.next_id()
+    s = msgspec.structs.replace(settings, topic=unique_name("slots"))
+    projector = Projector(s, pool)
+    await projector.claim([0, 1])
+    first, second = post(b, "the other instance's"), post(b, "this instance's")
+    async with pool.acquire() as other, other.transaction():
+        await other.execute(LOCK_SLOTS_SQL, [b % LOCK_SLOTS], [False])
+        await other.execute(
+            "INSERT INTO posts (post_id, author_id, text, created_at) VALUES ($1, $2, $3, now())",
+            first.data.post_id,
+            b,
+            first.data.text,
+        )
+        await asyncio.wait_for(
+            projector.apply_batch([record(s.topic, 0, 0, msgspec.json.encode(second))]), 10
+        )
+        follow_batch = asyncio.create_task(
+            projector.apply_batch([record(s.topic, 1, 0, msgspec.json.encode(follow(a, b)))])
+        )
+        await asyncio.sleep(0.5)
+        assert not follow_batch.done()
+    await asyncio.wait_for(follow_batch, 10)
+    # The follow ran after both and merged both posts.
+    assert set(await timeline(pool, a)) == {first.data.post_id, second.data.post_id}

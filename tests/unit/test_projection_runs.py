@@ -109,4 +109,22 @@ def test_interleave_of_nothing() -> None:
 
 
 def test_lock_slots_cover_every_pair_of_a_run() -> None:
-    assert lock_slots([SetFollows((fw(1, 2, True, 1), fw(1025, 3, False, 2)))]) == [1, 2, 3]
+    ops = [SetFollows((fw(1, 2, True, 1), fw(1025, 3, False, 2)))]
+    assert lock_slots(ops) == [(1, True), (2, True), (3, True)]
+
+
+def test_new_posts_take_their_authors_slots_shared() -> None:
+    reply = NewPost(post_id=9, author_id=4, text="t", created_at=NOW, in_reply_to_author_id=7)
+    assert lock_slots([*post(8, author=5), AddPosts((reply,))]) == [
+        (4, False),
+        (5, False),
+        (7, False),
+    ]
+
+
+def test_an_exclusive_need_wins_over_a_shared_one_in_the_same_batch() -> None:
+    # Author 1's post and a block by user 1 (slot 1), and user 1026's post (slot 2 = 1026 %
+    # 1024) with that block's other side: one lock per slot, exclusive if any op needs it.
+    ops = [*post(8, author=1), *post(9, author=1026), *other(1)]
+    assert lock_slots(ops) == [(1, True), (2, True)]
+    assert lock_slots([*post(8, author=1030), *post(9, author=6)]) == [(6, False)]
