@@ -1,6 +1,7 @@
 """`make up`: the whole stack on this machine, in the foreground, until Ctrl-C.
 
-    python -m shared.stack up      Kafka + PostgreSQL + command, projector and query services
+    python -m shared.stack up      Kafka + PostgreSQL + command, projector (MB_PROJECTORS of
+                                   them, default 2) and query services
     python -m shared.stack infra   only Kafka + PostgreSQL (for tests or benchmarks)
 
 If KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL are set, those are used and nothing local is started
@@ -17,13 +18,42 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 from shared.db import migrate
 from shared.devstack import Kafka, Postgres, StackError, log
 from shared.kafka import ensure_topics
-from shared.settings import REPO_ROOT, load
+from shared.settings import REPO_ROOT, Settings, load
 
-SERVICES = ("command", "projector", "query")
+# Projector instances `up` starts in one consumer group (they split the topic's partitions):
+# on 2 cores two fan out ~1.4x the rows/s of one (bench/README.md); instance i serves its
+# health and metrics on MB_PROJECTOR_PORT + 10 * (i - 1).
+PROJECTORS_ENV = "MB_PROJECTORS"
+DEFAULT_PROJECTORS = 2
+
+
+class Service(NamedTuple):
+    name: str
+    module: str
+    url: str
+    env: dict[str, str]
+
+
+def services(settings: Settings, projectors: int) -> list[Service]:
+    """The service processes `up` starts, in start order."""
+    out = [Service("command", "services.command", settings.command_url, {})]
+    for i in range(max(1, projectors)):
+        port = settings.projector_port + 10 * i
+        out.append(
+            Service(
+                "projector" if i == 0 else f"projector-{i + 1}",
+                "services.projector",
+                f"http://{settings.projector_host}:{port}",
+                {"MB_PROJECTOR_PORT": str(port)},
+            )
+        )
+    out.append(Service("query", "services.query", settings.query_url, {}))
+    return out
 
 
 def start_infra(state: Path) -> tuple[list[Kafka | Postgres], dict[str, str]]:
@@ -81,29 +111,28 @@ def main(argv: list[str]) -> int:
         asyncio.run(migrate(settings.database_url))
         asyncio.run(ensure_topics(settings))
         log(f"topic {settings.topic} ({settings.topic_partitions} partitions) ready")
+        plan = services(settings, int(os.environ.get(PROJECTORS_ENV) or DEFAULT_PROJECTORS))
         if mode == "up":
             (state / "logs").mkdir(parents=True, exist_ok=True)
-            urls = {
-                "command": settings.command_url,
-                "projector": settings.projector_url,
-                "query": settings.query_url,
-            }
-            for name in SERVICES:
-                out = open(state / "logs" / f"{name}.log", "ab")  # noqa: SIM115
+            for svc in plan:
+                out = open(state / "logs" / f"{svc.name}.log", "ab")  # noqa: SIM115
                 procs.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", f"services.{name}"],
+                        [sys.executable, "-m", svc.module],
                         cwd=REPO_ROOT,
+                        env={**os.environ, **svc.env},
                         stdout=out,
                         stderr=subprocess.STDOUT,
                     )
                 )
-            for name, proc in zip(SERVICES, procs, strict=True):
-                wait_ready(urls[name], proc)
+            for svc, proc in zip(plan, procs, strict=True):
+                wait_ready(svc.url, proc)
             print("\nmicroblog is up:")
             print(f"  command service   {settings.command_url}")
             print(f"  query service     {settings.query_url}")
-            print(f"  projector metrics {settings.projector_url}/metrics")
+            for svc in plan:
+                if svc.module == "services.projector":
+                    print(f"  {svc.name + ' metrics':<17} {svc.url}/metrics")
             print(f"  Kafka             {settings.kafka_bootstrap_servers}")
             print(f"  PostgreSQL        {settings.database_url}")
             print(f"  logs              {state / 'logs'}")
@@ -112,9 +141,9 @@ def main(argv: list[str]) -> int:
             print(f"KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers}")
             print(f"DATABASE_URL={settings.database_url}", flush=True)
         while not stop:
-            for name, proc in zip(SERVICES, procs, strict=False):
+            for svc, proc in zip(plan, procs, strict=False):
                 if proc.poll() is not None:
-                    raise StackError(f"{name} exited with code {proc.returncode}; see logs")
+                    raise StackError(f"{svc.name} exited with code {proc.returncode}; see logs")
             time.sleep(0.5)
         return 0
     except StackError as exc:
