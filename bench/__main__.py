@@ -28,7 +28,15 @@ from bench.figures import Ctx, Metrics
 from bench.graph import make_graph
 from bench.httpclient import Client
 from bench.presets import PRESETS
-from bench.stack import Infra, Process, baseline_server, free_port, service, service_env
+from bench.stack import (
+    Infra,
+    Process,
+    baseline_server,
+    free_port,
+    projector_instance,
+    service,
+    service_env,
+)
 from shared.db import SESSION_SETTINGS, migrate
 
 FIGURES = ("fanout", "reads", "depth", "posts", "visibility", "mixed", "hybrid", "rebuild")
@@ -38,6 +46,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def parse(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    ap.add_argument(
+        "--projectors",
+        type=int,
+        default=2,
+        help="projector instances in the consumer group (default 2: one per core here)",
+    )
     ap.add_argument("--runs", type=int, default=None, help="repeats (default: 1 small, else 3)")
     ap.add_argument("--only", default="", help="comma-separated subset of " + ",".join(FIGURES))
     args = ap.parse_args(argv)
@@ -92,6 +106,8 @@ async def run(args: argparse.Namespace, infra: Infra) -> str:
     ports = {n: free_port() for n in ("command", "projector", "query", "baseline")}
     env = service_env(infra.bootstrap, db_url, topic, topic + ".projector", ports)
     procs = {n: service(n, env, ports[n], logs) for n in ("command", "projector", "query")}
+    for i in range(2, args.projectors + 1):
+        procs[f"projector{i}"] = projector_instance(env, f"projector{i}", free_port(), logs)
     procs["baseline"] = baseline_server(env, ports["baseline"], logs)
     rss_samples: dict[str, list[tuple[float, float]]] = {}
     runs: dict[str, list[Metrics]] = {f: [] for f in args.only}
@@ -130,6 +146,7 @@ async def run(args: argparse.Namespace, infra: Infra) -> str:
             session=session,
             client=client,
             procs=procs,
+            projectors=args.projectors,
             progress=lambda msg: bar.set_postfix_str(msg[:60]),
         )
 

@@ -20,7 +20,15 @@ from bench import dataset, kafka_io, loadgen
 from bench.graph import Graph, sample_authors
 from bench.httpclient import Client
 from bench.presets import Preset
-from bench.stack import TOKEN_SECRET, Infra, Process, free_port, service, service_env
+from bench.stack import (
+    TOKEN_SECRET,
+    Infra,
+    Process,
+    free_port,
+    projector_instance,
+    service,
+    service_env,
+)
 from shared.auth import issue_token
 from shared.events import (
     FollowCreated,
@@ -52,6 +60,7 @@ class Ctx:
     session: aiohttp.ClientSession  # single requests (visibility, metrics)
     client: Client  # the load loops (bench/httpclient.py)
     procs: dict[str, Process] = field(default_factory=dict)
+    projectors: int = 1  # instances in the projector's consumer group
     tokens: dict[int, str] = field(default_factory=dict)
     ids: SnowflakeGenerator = field(default_factory=lambda: SnowflakeGenerator(1021))
     rss_samples: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
@@ -124,15 +133,15 @@ def post_events(authors: list[int], ids: SnowflakeGenerator) -> list[PostCreated
 
 async def quiet_database(ctx: Ctx, limit_s: float = 60.0) -> float:
     """Wait (at most `limit_s`) until no statement is running in the bench's database except
-    perhaps one (the projector's): work a figure left behind, such as requests the load
-    generator gave up on, must not be measured as part of the next one. Seconds waited."""
+    perhaps the projectors': work a figure left behind, such as requests the load generator
+    gave up on, must not be measured as part of the next one. Seconds waited."""
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < limit_s:
         active = await ctx.pool.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
             " AND state = 'active' AND pid <> pg_backend_pid()"
         )
-        if active <= 1:
+        if active <= ctx.projectors:
             break
         await asyncio.sleep(0.2)
     return time.perf_counter() - t0
@@ -328,20 +337,31 @@ async def rebuild_run(ctx: Ctx, topic: str, ends: dict[int, int], total: int, ru
     url = await ctx.infra.create_database(name)
     port = free_port()
     env = service_env(ctx.infra.bootstrap, url, topic, f"{topic}.group{run}", {"projector": port})
-    proc = service("projector", env, port, ctx.logs)
+    procs = [service("projector", env, port, ctx.logs)] + [
+        projector_instance(env, f"projector{i}", free_port(), ctx.logs)
+        for i in range(2, ctx.projectors + 1)
+    ]
     ctx.progress("rebuild: projector replaying from offset 0")
     pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
     assert pool is not None
+    ready: list[float] = []
+
+    def start(proc: Process) -> None:
+        proc.start()
+        ready.append(time.perf_counter())
+
     try:
         with loadgen.quiet_gc():
             t0 = time.perf_counter()
-            # Ready means migrated and assigned every partition: replay time starts there.
-            await asyncio.to_thread(proc.start)
-            t_ready = time.perf_counter()
+            # Ready means migrated and assigned partitions: replay starts with the first one
+            # ready (the others join the group while it runs).
+            await asyncio.gather(*(asyncio.to_thread(start, p) for p in procs))
+            t_ready = min(ready)
             series, _, t_end = await wait_caught_up(pool, topic, ends, t0, limit_s=1800)
-        rss = proc.rss()
+        rss = max(p.rss()[1] for p in procs)
     finally:
-        proc.stop()
+        for p in procs:
+            p.stop()
         await pool.close()
         await ctx.infra.drop_database(name)
     span = max(t_end - t_ready, 1e-3)
@@ -350,6 +370,6 @@ async def rebuild_run(ctx: Ctx, topic: str, ends: dict[int, int], total: int, ru
         "consume_only_events_per_s": round(n / secs),
         "rebuild_events_per_s": round(total / span),
         "rebuild_wall_s": round(t_end - t0, 2),
-        "rebuild_projector_peak_rss_mb": round(rss[1], 1),
+        "rebuild_projector_peak_rss_mb": round(rss, 1),
         "_lag": series,
     }

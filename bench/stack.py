@@ -169,6 +169,12 @@ def service(name: str, env: dict[str, str], port: int, logs: Path, *args: str) -
     return Process(name, f"services.{name}", env, f"http://127.0.0.1:{port}", logs, list(args))
 
 
+def projector_instance(env: dict[str, str], name: str, port: int, logs: Path) -> Process:
+    """One more projector in the same consumer group (the partitions are split among them)."""
+    env = {**env, "MB_PROJECTOR_PORT": str(port)}
+    return Process(name, "services.projector", env, f"http://127.0.0.1:{port}", logs, [])
+
+
 def baseline_server(env: dict[str, str], port: int, logs: Path) -> Process:
     env = {**env, "BENCH_BASELINE_PORT": str(port)}
     return Process("baseline", "bench.baseline_server", env, f"http://127.0.0.1:{port}", logs, [])
