@@ -128,14 +128,23 @@ def main(argv: list[str]) -> int:
             for svc, proc in zip(plan, procs, strict=True):
                 wait_ready(svc.url, proc)
             print("\nmicroblog is up:")
-            print(f"  command service   {settings.command_url}")
-            print(f"  query service     {settings.query_url}")
-            for svc in plan:
-                if svc.module == "services.projector":
-                    print(f"  {svc.name + ' metrics':<17} {svc.url}/metrics")
-            print(f"  Kafka             {settings.kafka_bootstrap_servers}")
-            print(f"  PostgreSQL        {settings.database_url}")
-            print(f"  logs              {state / 'logs'}")
+            lines = [
+                ("command service", settings.command_url),
+                ("query service", settings.query_url),
+            ]
+            lines += [
+                (f"{svc.name} metrics", f"{svc.url}/metrics")
+                for svc in plan
+                if svc.module == "services.projector"
+            ]
+            lines += [
+                ("Kafka", settings.kafka_bootstrap_servers),
+                ("PostgreSQL", settings.database_url),
+                ("logs", str(state / "logs")),
+            ]
+            width = max(len(label) for label, _ in lines)
+            for label, value in lines:
+                print(f"  {label:<{width}}  {value}")
             print("Press Ctrl-C to stop.\n", flush=True)
         else:
             print(f"KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers}")
