@@ -319,7 +319,10 @@ def plots(out: Path, last: dict[str, Metrics]) -> list[str]:
         for i, v in enumerate(vals):
             ax.text(v, i, f" {v:,.0f}", va="center")
         ax.set_xlabel("home-timeline rows written per second")
-        ax.set_title(f"Fan-out throughput ({f['posts']:,} posts, {f['projector_rows']:,} rows)")
+        # Two lines: on one, the title was wider than the figure and lost its end.
+        ax.set_title(
+            f"Fan-out throughput, last run\n({f['posts']:,} posts, {f['projector_rows']:,} rows)"
+        )
         ax.set_xlim(0, max(vals) * 1.3)
         fig.tight_layout()
         fig.savefig(out / "fanout.png", dpi=110)
