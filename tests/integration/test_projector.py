@@ -12,7 +12,6 @@ import msgspec
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
 
 from services.projector.runner import Fenced, Projector
 from services.projector.runs import LOCK_SLOTS
@@ -36,6 +35,7 @@ from shared.ids import SnowflakeGenerator
 from shared.kafka import EventPublisher, Position, make_producer
 from shared.settings import Settings
 from tests.infra import unique_name
+from tests.records import consumer_record
 
 pytestmark = pytest.mark.integration
 
@@ -95,23 +95,6 @@ def post(author: int, text: str) -> PostCreated:
 
 def follow(a: int, b: int) -> FollowCreated:
     return new_event(FollowCreated, actor_id=a, data=FollowData(follower_id=a, followee_id=b))
-
-
-def record(topic: str, partition: int, offset: int, value: bytes) -> ConsumerRecord[None, bytes]:
-    """A consumed record, for driving `Projector.apply_batch` directly."""
-    return ConsumerRecord(
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=None,
-        value=value,
-        checksum=None,
-        serialized_key_size=0,
-        serialized_value_size=len(value),
-        headers=(),
-    )
 
 
 async def timeline(pool: asyncpg.Pool, uid: int) -> list[int]:
@@ -194,7 +177,7 @@ async def test_stale_instance_is_fenced(settings: Settings, pool: asyncpg.Pool) 
     old, new = Projector(s, pool), Projector(s, pool)
     await old.claim([0])
     await new.claim([0])  # a rebalance handed partition 0 to the new instance
-    rec = record(s.topic, 0, 0, b"x")
+    rec = consumer_record(s.topic, 0, 0, b"x")
     with pytest.raises(Fenced):
         await old.apply_batch([rec])
     assert (
@@ -223,14 +206,16 @@ async def test_follow_and_block_converge_in_any_order(
     projector = Projector(s, pool)
     await projector.claim([0])
     for offset, i in enumerate(order):
-        await projector.apply_batch([record(s.topic, 0, offset, msgspec.json.encode(events[i]))])
+        await projector.apply_batch(
+            [consumer_record(s.topic, 0, offset, msgspec.json.encode(events[i]))]
+        )
     assert await timeline(pool, a) == []
     assert not await pool.fetchval(
         "SELECT active FROM follows WHERE follower_id=$1 AND followee_id=$2", a, b
     )
     # An unfollow after everything changes nothing further.
     unf = new_event(FollowRemoved, actor_id=a, data=FollowData(follower_id=a, followee_id=b))
-    await projector.apply_batch([record(s.topic, 0, 3, msgspec.json.encode(unf))])
+    await projector.apply_batch([consumer_record(s.topic, 0, 3, msgspec.json.encode(unf))])
     assert await timeline(pool, a) == []
 
 
@@ -254,10 +239,12 @@ async def test_fan_outs_run_side_by_side_and_a_follow_waits_for_them(
             first.data.text,
         )
         await asyncio.wait_for(
-            projector.apply_batch([record(s.topic, 0, 0, msgspec.json.encode(second))]), 10
+            projector.apply_batch([consumer_record(s.topic, 0, 0, msgspec.json.encode(second))]), 10
         )
         follow_batch = asyncio.create_task(
-            projector.apply_batch([record(s.topic, 1, 0, msgspec.json.encode(follow(a, b)))])
+            projector.apply_batch(
+                [consumer_record(s.topic, 1, 0, msgspec.json.encode(follow(a, b)))]
+            )
         )
         await asyncio.sleep(0.5)
         assert not follow_batch.done()

@@ -66,6 +66,7 @@ from shared.events import (
 from shared.ids import SnowflakeGenerator
 from shared.settings import Settings
 from tests.infra import unique_name
+from tests.records import consumer_record
 
 pytestmark = pytest.mark.integration
 
@@ -82,19 +83,7 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 
 def record(topic: str, offset: int, value: bytes) -> ConsumerRecord[bytes, bytes]:
-    return ConsumerRecord(
-        topic=topic,
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=None,
-        value=value,
-        checksum=None,
-        serialized_key_size=0,
-        serialized_value_size=len(value),
-        headers=(),
-    )
+    return consumer_record(topic, 0, offset, value)
 
 
 class Feeder:

@@ -47,6 +47,7 @@ from tests.infra import unique_name
 from tests.model import MODEL_CI
 from tests.model.histories import ALL_FEATURES, CORE, REPOSTS, TAGS, History, histories
 from tests.model.reference import Model
+from tests.records import consumer_record
 
 pytestmark = pytest.mark.integration
 
@@ -82,19 +83,7 @@ def _chosen(variable: str, default: frozenset[str], every: frozenset[str]) -> fr
 
 
 def _record(topic: str, offset: int, value: bytes) -> ConsumerRecord[bytes, bytes]:
-    return ConsumerRecord(
-        topic=topic,
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=None,
-        value=value,
-        checksum=None,
-        serialized_key_size=0,
-        serialized_value_size=len(value),
-        headers=(),
-    )
+    return consumer_record(topic, 0, offset, value)
 
 
 def _entry(item: dict[str, Any]) -> tuple[int, int]:

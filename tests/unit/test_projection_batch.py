@@ -14,22 +14,11 @@ from shared.events import (
     UserRegisteredData,
     new_event,
 )
+from tests.records import consumer_record
 
 
 def rec(partition: int, offset: int, value: bytes | None) -> ConsumerRecord[bytes, bytes]:
-    return ConsumerRecord(
-        topic="t",
-        partition=partition,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=None,
-        value=value,
-        checksum=None,
-        serialized_key_size=0,
-        serialized_value_size=len(value or b""),
-        headers=[],
-    )
+    return consumer_record("t", partition, offset, value)
 
 
 def user(u: int) -> bytes:
