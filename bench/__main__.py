@@ -55,6 +55,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--runs", type=int, default=None, help="repeats (default: 1 small, else 3)")
     ap.add_argument("--only", default="", help="comma-separated subset of " + ",".join(FIGURES))
     args = ap.parse_args(argv)
+    if args.projectors < 1:
+        ap.error("--projectors must be at least 1")
     args.only = [f for f in args.only.split(",") if f] or list(FIGURES)
     unknown = set(args.only) - set(FIGURES)
     if unknown:

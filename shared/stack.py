@@ -26,7 +26,7 @@ from shared.kafka import ensure_topics
 from shared.settings import REPO_ROOT, Settings, load
 
 # Projector instances `up` starts in one consumer group (they split the topic's partitions):
-# on 2 cores two fan out ~1.4x the rows/s of one (bench/README.md); instance i serves its
+# on 2 cores two fan out ~1.35x the rows/s of one (bench/README.md); instance i serves its
 # health and metrics on MB_PROJECTOR_PORT + 10 * (i - 1).
 PROJECTORS_ENV = "MB_PROJECTORS"
 DEFAULT_PROJECTORS = 2
@@ -54,6 +54,14 @@ def services(settings: Settings, projectors: int) -> list[Service]:
         )
     out.append(Service("query", "services.query", settings.query_url, {}))
     return out
+
+
+def projector_count() -> int:
+    """How many projectors `up` starts (MB_PROJECTORS); a clear error for a bad value."""
+    raw = os.environ.get(PROJECTORS_ENV) or str(DEFAULT_PROJECTORS)
+    if not raw.isdigit() or int(raw) < 1:
+        raise StackError(f"{PROJECTORS_ENV} must be a whole number of at least 1, not {raw!r}")
+    return int(raw)
 
 
 def start_infra(state: Path) -> tuple[list[Kafka | Postgres], dict[str, str]]:
@@ -111,7 +119,7 @@ def main(argv: list[str]) -> int:
         asyncio.run(migrate(settings.database_url))
         asyncio.run(ensure_topics(settings))
         log(f"topic {settings.topic} ({settings.topic_partitions} partitions) ready")
-        plan = services(settings, int(os.environ.get(PROJECTORS_ENV) or DEFAULT_PROJECTORS))
+        plan = services(settings, projector_count())
         if mode == "up":
             (state / "logs").mkdir(parents=True, exist_ok=True)
             for svc in plan:

@@ -2,9 +2,11 @@
 instance with a port of its own for health and metrics."""
 
 import msgspec
+import pytest
 
+from shared.devstack import StackError
 from shared.settings import load
-from shared.stack import services
+from shared.stack import projector_count, services
 
 
 def test_projector_instances_get_their_own_ports() -> None:
@@ -18,3 +20,23 @@ def test_projector_instances_get_their_own_ports() -> None:
 
 def test_at_least_one_projector() -> None:
     assert [s.name for s in services(load(), 0)] == ["command", "projector", "query"]
+
+
+@pytest.mark.parametrize(("raw", "count"), [(None, 2), ("", 2), ("1", 1), ("3", 3)])
+def test_projector_count_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, raw: str | None, count: int
+) -> None:
+    if raw is None:
+        monkeypatch.delenv("MB_PROJECTORS", raising=False)
+    else:
+        monkeypatch.setenv("MB_PROJECTORS", raw)
+    assert projector_count() == count
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "two", "1.5"])
+def test_a_bad_projector_count_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("MB_PROJECTORS", raw)
+    with pytest.raises(StackError, match="MB_PROJECTORS"):
+        projector_count()
