@@ -180,11 +180,11 @@ def plan(events: Iterable[AnyEvent]) -> list[Op]:
 # activates a follow of X and merges X's posts; under READ COMMITTED neither sees the other's
 # uncommitted row and the follower would miss the post forever. Every op that fans out a user's
 # content or changes who receives it locks that user's slot, so such pairs run one after the
-# other and the second sees the first's rows. New posts take their slots shared: two fan-outs
-# never need each other's rows, so instances fanning out posts run side by side (the hot path
-# uses both cores), while a change of who receives them (exclusive) waits for both. Slots, not
-# user ids, bound the locks per transaction (PostgreSQL's shared lock table is finite); a
-# collision only serialises more.
+# other and the second sees the first's rows. New posts take their authors' slots shared: two
+# fan-outs never need each other's rows, so instances fanning out posts run side by side (the
+# hot path uses both cores), while a change of who receives them (exclusive) waits for both.
+# Slots, not user ids, bound the locks per transaction (PostgreSQL's shared lock table is
+# finite); a collision only serialises more.
 LOCK_SLOTS = 1024
 
 
@@ -198,8 +198,11 @@ def lock_slots(ops: Iterable[Op]) -> list[tuple[int, bool]]:
             case AddPosts(posts=posts):
                 for p in posts:
                     shared.add(p.author_id)
+                    # A reply recounts its parent's replies (RECOUNT_REPLIES) and may re-root
+                    # its descendants: two replies to one post recounting side by side would
+                    # each miss the other's row, so a reply serialises on the parent's author.
                     if p.in_reply_to_author_id is not None:
-                        shared.add(p.in_reply_to_author_id)
+                        exclusive.add(p.in_reply_to_author_id)
             case EditPost() | DeletePost():
                 exclusive.add(op.author_id)
             case AddRepost() | RemoveRepost():

@@ -210,10 +210,13 @@ def synthetic_log(
     unfollows: int = 0,
     deletes: int = 0,
     blocks: int = 0,
+    replies: int = 0,
     id_base: int = 10**15,
 ) -> list[Event]:
     """A realistic mix of events, each user's in a plausible order: register first, then
-    follow, post, unfollow, delete and block. Post texts are unique ('post <post_id>')."""
+    follow, post, unfollow, delete and block. Post texts are unique ('post <post_id>'). About
+    `replies` of the posts reply to one of the first 20 (threads that draw many replies, from
+    authors on every partition)."""
     rng = random.Random(seed)
     start = datetime(2026, 1, 1, tzinfo=UTC)
     clock = iter(start + timedelta(milliseconds=i) for i in range(10**9))
@@ -244,12 +247,21 @@ def synthetic_log(
     for i in range(posts):
         author = rng.choice(user_ids)
         pid = id_base * 10 + i
+        parent = None
+        if replies and i >= 20 and rng.random() < replies / posts:
+            parent = rng.choice(post_ids[:20])
         post_ids.append((pid, author))
         body.append(
             new_event(
                 PostCreated,
                 actor_id=author,
-                data=PostCreatedData(post_id=pid, author_id=author, text=f"post {pid}"),
+                data=PostCreatedData(
+                    post_id=pid,
+                    author_id=author,
+                    text=f"post {pid}",
+                    in_reply_to_id=parent[0] if parent else None,
+                    in_reply_to_author_id=parent[1] if parent else None,
+                ),
                 now=next(clock),
             )
         )

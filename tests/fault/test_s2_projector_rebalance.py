@@ -27,7 +27,14 @@ async def test_projectors_in_one_group_survive_a_kill_and_rebalances(
 ) -> None:
     s = fault_stack.settings
     events = synthetic_log(
-        seed=2, users=100, follows=600, posts=3500, unfollows=50, deletes=50, blocks=10
+        seed=2,
+        users=100,
+        follows=600,
+        posts=3500,
+        unfollows=50,
+        deletes=50,
+        blocks=10,
+        replies=700,
     )
     cut = len(events) * 3 // 5
     seed = random.randrange(1 << 30)

@@ -13,9 +13,11 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 
+from services.projector.project import ops_for
 from services.projector.runner import Fenced, Projector
-from services.projector.runs import LOCK_SLOTS
+from services.projector.runs import LOCK_SLOTS, lock_slots
 from services.projector.sql_offsets import LOCK_SLOTS_SQL
+from services.projector.sql_posts import RECOUNT_REPLIES
 from shared.db import create_pool
 from shared.events import (
     BlockCreated,
@@ -251,3 +253,51 @@ async def test_fan_outs_run_side_by_side_and_a_follow_waits_for_them(
     await asyncio.wait_for(follow_batch, 10)
     # The follow ran after both and merged both posts.
     assert set(await timeline(pool, a)) == {first.data.post_id, second.data.post_id}
+
+
+async def test_replies_to_one_post_from_two_instances_are_both_counted(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """Another instance's batch in flight has stored a reply to B's post and recounted its
+    replies; this instance's reply to the same post must recount after that batch commits,
+    so the count is 2: recounting beside it, its statement's snapshot would not see the first
+    reply and would write 1 once the parent's row lock is released."""
+    b, c, d = ids.next_id(), ids.next_id(), ids.next_id()
+    s = msgspec.structs.replace(settings, topic=unique_name("replies"))
+    projector = Projector(s, pool)
+    await projector.claim([0, 1])
+    parent = post(b, "parent")
+    pid = parent.data.post_id
+    await projector.apply_batch([consumer_record(s.topic, 0, 0, msgspec.json.encode(parent))])
+
+    def reply(author: int) -> PostCreated:
+        data = PostCreatedData(
+            post_id=ids.next_id(),
+            author_id=author,
+            text="a reply",
+            in_reply_to_id=pid,
+            in_reply_to_author_id=b,
+        )
+        return new_event(PostCreated, actor_id=author, data=data)
+
+    first = reply(c)
+    async with pool.acquire() as other, other.transaction():
+        # The slots the other instance's batch of that reply takes.
+        slots = lock_slots(ops_for(first))
+        await other.execute(LOCK_SLOTS_SQL, [s for s, _ in slots], [x for _, x in slots])
+        await other.execute(
+            "INSERT INTO posts (post_id, author_id, text, created_at, in_reply_to_id,"
+            " in_reply_to_author_id, conversation_id) VALUES ($1, $2, 'x', now(), $3, $4, $3)",
+            first.data.post_id,
+            c,
+            pid,
+            b,
+        )
+        await other.execute(RECOUNT_REPLIES, [pid])
+        second = asyncio.create_task(
+            projector.apply_batch([consumer_record(s.topic, 1, 0, msgspec.json.encode(reply(d)))])
+        )
+        await asyncio.sleep(0.5)
+        assert not second.done()
+    await asyncio.wait_for(second, 10)
+    assert await pool.fetchval("SELECT replies_count FROM posts WHERE post_id = $1", pid) == 2

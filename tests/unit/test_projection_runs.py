@@ -113,12 +113,12 @@ def test_lock_slots_cover_every_pair_of_a_run() -> None:
     assert lock_slots(ops) == [(1, True), (2, True), (3, True)]
 
 
-def test_new_posts_take_their_authors_slots_shared() -> None:
+def test_new_posts_take_their_authors_slots_shared_and_a_reply_its_parents_exclusive() -> None:
     reply = NewPost(post_id=9, author_id=4, text="t", created_at=NOW, in_reply_to_author_id=7)
     assert lock_slots([*post(8, author=5), AddPosts((reply,))]) == [
         (4, False),
         (5, False),
-        (7, False),
+        (7, True),
     ]
 
 
