@@ -33,7 +33,6 @@ from services.projector.sql_offsets import (
     CLAIM_PARTITION,
     LOCK_SLOTS_SQL,
     NOTIFY_PROGRESS,
-    NOTIFY_PROGRESS_AND_WAKEUP,
     RECORD_DEAD_LETTER,
 )
 from services.projector.stats import Stats
@@ -181,13 +180,9 @@ class Projector:
                 )
             applied = await store.apply(conn, ops, self.settings.timeline_cap)
             # Delivered at commit: the query service wakes read-your-writes waiters on it, and
-            # streams on the wake-up (one statement for both, see NOTIFY_PROGRESS_AND_WAKEUP).
+            # streams on the wake-up, if any (one statement for both, see NOTIFY_PROGRESS).
             progress = ",".join(f"{p}:{next_offsets[p]}" for p in parts)
-            payload = wakeup_payload(applied)
-            if payload is None:
-                await conn.execute(NOTIFY_PROGRESS, progress)
-            else:
-                await conn.execute(NOTIFY_PROGRESS_AND_WAKEUP, progress, payload)
+            await conn.execute(NOTIFY_PROGRESS, progress, wakeup_payload(applied))
         self.positions.update(next_offsets)
         self.stats.dead_letters += len(planned.poison)
         self.stats.timeline_rows += applied.fanned
