@@ -27,11 +27,9 @@ from aiokafka.structs import ConsumerRecord
 from services.projector import batch, store
 from services.projector.batch_size import LARGE_BATCH_WORK_MEM, MAX_BATCH_RECORDS, BatchSizer
 from services.projector.project import Op, ops_for
-from services.projector.runs import lock_slots
 from services.projector.sql_offsets import (
     ADVANCE,
     CLAIM_PARTITION,
-    LOCK_SLOTS_SQL,
     NOTIFY_PROGRESS,
     RECORD_DEAD_LETTER,
 )
@@ -164,9 +162,7 @@ class Projector:
                 )
             if len(planned.records) > MAX_BATCH_RECORDS:
                 await conn.execute(f"SET LOCAL work_mem = '{LARGE_BATCH_WORK_MEM}'")
-            slots = lock_slots(ops)
-            if slots:
-                await conn.execute(LOCK_SLOTS_SQL, [s for s, _ in slots], [x for _, x in slots])
+            await store.lock(conn, ops)
             for rec, why in planned.poison:
                 log.warning("dead-letter %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, why)
                 await conn.execute(

@@ -34,6 +34,7 @@ from services.projector.project import (
     UpsertUser,
     UpsertUsers,
 )
+from services.projector.runs import lock_slots
 from services.projector.sql_fanout import (
     FAN_OUT,
     FAN_OUT_GUARDED,
@@ -43,6 +44,7 @@ from services.projector.sql_fanout import (
     SMALL_RUN_POSTS,
     TOUCHED_SCAN_LIMIT,
 )
+from services.projector.sql_offsets import LOCK_SLOTS_SQL
 from services.projector.sql_posts import (
     ADD_LIKE,
     ADD_REPOST,
@@ -114,6 +116,13 @@ def pg_array(items: Iterable[object]) -> str:
 
 async def _touch(conn: asyncpg.Connection, applied: Applied, sql: str, *args: object) -> int:
     return applied.touch(await conn.fetchrow(sql, *args))
+
+
+async def lock(conn: asyncpg.Connection, ops: Iterable[Op]) -> None:
+    """Take the advisory-lock slots `ops` need (runs.lock_slots) in the caller's transaction."""
+    slots = lock_slots(ops)
+    if slots:
+        await conn.execute(LOCK_SLOTS_SQL, [s for s, _ in slots], [x for _, x in slots])
 
 
 async def apply(conn: asyncpg.Connection, ops: Sequence[Op], timeline_cap: int) -> Applied:

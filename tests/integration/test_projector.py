@@ -13,10 +13,9 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 
+from services.projector import store
 from services.projector.project import ops_for
 from services.projector.runner import Fenced, Projector
-from services.projector.runs import LOCK_SLOTS, lock_slots
-from services.projector.sql_offsets import LOCK_SLOTS_SQL
 from services.projector.sql_posts import RECOUNT_REPLIES
 from shared.db import create_pool
 from shared.events import (
@@ -233,7 +232,7 @@ async def test_fan_outs_run_side_by_side_and_a_follow_waits_for_them(
     await projector.claim([0, 1])
     first, second = post(b, "the other instance's"), post(b, "this instance's")
     async with pool.acquire() as other, other.transaction():
-        await other.execute(LOCK_SLOTS_SQL, [b % LOCK_SLOTS], [False])
+        await store.lock(other, ops_for(first))
         await other.execute(
             "INSERT INTO posts (post_id, author_id, text, created_at) VALUES ($1, $2, $3, now())",
             first.data.post_id,
@@ -283,8 +282,7 @@ async def test_replies_to_one_post_from_two_instances_are_both_counted(
     first = reply(c)
     async with pool.acquire() as other, other.transaction():
         # The slots the other instance's batch of that reply takes.
-        slots = lock_slots(ops_for(first))
-        await other.execute(LOCK_SLOTS_SQL, [s for s, _ in slots], [x for _, x in slots])
+        await store.lock(other, ops_for(first))
         await other.execute(
             "INSERT INTO posts (post_id, author_id, text, created_at, in_reply_to_id,"
             " in_reply_to_author_id, conversation_id) VALUES ($1, $2, 'x', now(), $3, $4, $3)",
