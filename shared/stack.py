@@ -113,13 +113,15 @@ def main(argv: list[str]) -> int:
     procs: list[subprocess.Popen[bytes]] = []
     infra: list[Kafka | Postgres] = []
     try:
+        # Checked before anything starts; `infra` starts no service.
+        projectors = projector_count() if mode == "up" else 0
         infra, env_extra = start_infra(state)
         os.environ.update(env_extra)
         settings = load()
         asyncio.run(migrate(settings.database_url))
         asyncio.run(ensure_topics(settings))
         log(f"topic {settings.topic} ({settings.topic_partitions} partitions) ready")
-        plan = services(settings, projector_count())
+        plan = services(settings, projectors) if mode == "up" else []
         if mode == "up":
             (state / "logs").mkdir(parents=True, exist_ok=True)
             for svc in plan:
