@@ -14,12 +14,20 @@ from typing import TypeAlias
 from aiokafka.structs import ConsumerRecord
 
 from services.projector.project import Op
-from services.projector.runs import interleave, merge
+from services.projector.runs import interleave_order, merge, segments, slot_mode
 from shared.codec import PoisonEvent
 
 Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
 # Each partition's planned events in log order.
 Streams: TypeAlias = dict[int, list[list[Op]]]
+# Each planned event's record offset and lock mode (runs.slot_mode), per partition, in step
+# with Streams.
+Tags: TypeAlias = dict[int, list[tuple[int, bool | None]]]
+
+# Shortest run of new posts (shared lock slots) that a batch holding events that lock
+# exclusively writes in a transaction of its own (runs.segments). Below it, the commit and
+# round trips of another transaction cost more than the other instance's wait.
+MIN_SHARED_RUN = 500
 
 
 class Planned:
@@ -27,13 +35,27 @@ class Planned:
 
     def __init__(self, records: Sequence[Record]) -> None:
         self.records = records
-        self.ops: list[Op] = []
+        # Each event's operations in the order they are written; merged on first use.
+        self.planned_events: list[list[Op]] = []
+        self._ops: list[Op] | None = None
         self.events = 0
         self.poison: list[tuple[Record, PoisonEvent]] = []
         # Per partition: the first offset in the batch, and the one after its last.
         self.first_offsets: dict[int, int] = {}
         self.next_offsets: dict[int, int] = {}
         self.plan_seconds = 0.0
+        # The transactions the batch is written in, in order (runs.segments): itself, or
+        # consecutive pieces of it.
+        self.parts: list[Planned] = [self]
+        # How many of `parts` are committed (the runner counts them as it writes).
+        self.written = 0
+
+    @property
+    def ops(self) -> list[Op]:
+        """The batch's operations (runs.merge of its events)."""
+        if self._ops is None:
+            self._ops = merge(self.planned_events)
+        return self._ops
 
     @property
     def partitions(self) -> list[int]:
@@ -54,9 +76,9 @@ def plan(
     PoisonEvent for a record that cannot become operations. With `failed`, every record is
     poison for that reason."""
     started = time.perf_counter()
-    out, streams = Planned(records), Streams()
-    _plan_into(out, streams, records, plan_one, failed)
-    return _merged(out, streams, time.perf_counter() - started)
+    out, streams, tags = Planned(records), Streams(), Tags()
+    _plan_into(out, streams, tags, records, plan_one, failed)
+    return _merged(out, streams, tags, time.perf_counter() - started)
 
 
 class Planner:
@@ -70,6 +92,7 @@ class Planner:
         self._records: list[Record] = []
         self._out = Planned(self._records)
         self._streams = Streams()
+        self._tags = Tags()
         self._busy = 0.0
 
     def __len__(self) -> int:
@@ -81,14 +104,14 @@ class Planner:
             started = time.perf_counter()
             chunk = records[i : i + CHUNK]
             self._records.extend(chunk)
-            _plan_into(self._out, self._streams, chunk, self._plan_one, None)
+            _plan_into(self._out, self._streams, self._tags, chunk, self._plan_one, None)
             self._busy += time.perf_counter() - started
             await asyncio.sleep(0)
 
     def done(self) -> Planned:
         started = time.perf_counter()
         busy = self._busy + time.perf_counter() - started
-        return _merged(self._out, self._streams, busy)
+        return _merged(self._out, self._streams, self._tags, busy)
 
 
 async def plan_async(
@@ -103,6 +126,7 @@ async def plan_async(
 def _plan_into(
     out: Planned,
     streams: Streams,
+    tags: Tags,
     records: Sequence[Record],
     plan_one: Callable[[bytes | None], list[Op]],
     failed: PoisonEvent | None,
@@ -115,13 +139,45 @@ def _plan_into(
             out.poison.append((rec, failed))
             continue
         try:
-            streams.setdefault(rec.partition, []).append(plan_one(rec.value))
+            ops = plan_one(rec.value)
         except PoisonEvent as exc:
             out.poison.append((rec, exc))
+            continue
+        streams.setdefault(rec.partition, []).append(ops)
+        tags.setdefault(rec.partition, []).append((rec.offset, slot_mode(ops)))
 
 
-def _merged(out: Planned, streams: Streams, seconds: float) -> Planned:
-    out.events = sum(len(s) for s in streams.values())
-    out.ops = merge(interleave(streams.values()))
+def _merged(out: Planned, streams: Streams, tags: Tags, seconds: float) -> Planned:
+    parts = list(streams)
+    order = [(parts[i], j) for i, j in interleave_order([streams[p] for p in parts])]
+    out.planned_events = [streams[p][j] for p, j in order]
+    out.events = len(order)
     out.plan_seconds = seconds
+    # Poison is dead-lettered with the batch's first transaction; rather than place it, a
+    # batch holding any is not cut (poison is rare, and the batch is still correct whole).
+    pieces = [] if out.poison else segments([tags[p][j][1] for p, j in order], MIN_SHARED_RUN)
+    if len(pieces) > 1:
+        out.parts = [_part(out, streams, tags, order[r.start : r.stop]) for r in pieces]
     return out
+
+
+def _part(whole: Planned, streams: Streams, tags: Tags, order: list[tuple[int, int]]) -> Planned:
+    """The piece of `whole` holding the events at `order` (a prefix of each partition's rest)."""
+    first_offsets: dict[int, int] = {}
+    next_offsets: dict[int, int] = {}
+    for p, j in order:
+        offset = tags[p][j][0]
+        first_offsets.setdefault(p, offset)
+        next_offsets[p] = offset + 1
+    records = [
+        r
+        for r in whole.records
+        if r.partition in first_offsets
+        and first_offsets[r.partition] <= r.offset < next_offsets[r.partition]
+    ]
+    part = Planned(records)
+    part.first_offsets, part.next_offsets = first_offsets, next_offsets
+    part.planned_events = [streams[p][j] for p, j in order]
+    part.events = len(order)
+    part.plan_seconds = whole.plan_seconds * len(order) / max(whole.events, 1)
+    return part

@@ -70,6 +70,12 @@ def plan_record(value: bytes | None) -> list[Op]:
         raise PoisonEvent("projection_failed", f"{type(exc).__name__}: {exc}") from exc
 
 
+def _unwritten(planned: batch.Planned) -> list[ConsumerRecord[bytes, bytes]]:
+    """A batch's records not committed: one written in several transactions may fail in a
+    later one, after the earlier ones committed."""
+    return [r for part in planned.parts[planned.written :] for r in part.records]
+
+
 class Fenced(Exception):
     """Another projector instance owns one of this batch's partitions now, or the batch
     starts before the stored position (it was fetched before a reassignment sought back)."""
@@ -136,7 +142,14 @@ class Projector:
         With `failed`, the records are not applied but dead-lettered with that reason.
         """
         if records:
-            await self.write_batch(batch.plan(records, plan_record, failed))
+            await self.write_planned(batch.plan(records, plan_record, failed))
+
+    async def write_planned(self, planned: batch.Planned) -> None:
+        """Write a planned batch: its transactions (`planned.parts`) one after the other."""
+        for i, part in enumerate(planned.parts):
+            planned.written = i
+            await self.write_batch(part)
+        planned.written = len(planned.parts)
 
     async def write_batch(self, planned: batch.Planned) -> None:
         """Write a planned batch and advance its partitions' offsets in one transaction, if
@@ -235,7 +248,7 @@ class Projector:
                 elif fetched and not records:
                     await asyncio.sleep(0.01)  # put back: let the claim finish
                 if planned is not None and not self._stopping.is_set():
-                    inflight = (asyncio.ensure_future(self.write_batch(planned)), planned)
+                    inflight = (asyncio.ensure_future(self.write_planned(planned)), planned)
             if inflight is not None:
                 await self._settle(consumer, *inflight)
         finally:
@@ -261,7 +274,6 @@ class Projector:
     ) -> bool:
         """Wait for a batch's write and handle its failure; False if positions were sought
         back (or the projector is stopping), so batches fetched since must not be written."""
-        records = planned.records
         try:
             await self._until_stopped(task)
             return True
@@ -274,8 +286,9 @@ class Projector:
             # owner (or back to us, with a fresh claim). Nothing was written.
             log.warning("%s", exc)
             await asyncio.sleep(0.2)
-            await self._rewind(consumer, {r.partition for r in records})
+            await self._rewind(consumer, set(planned.partitions))
         except asyncpg.PostgresError as exc:
+            records = _unwritten(planned)
             if _is_connection_error(exc) or _is_retryable(exc):
                 await self._database_down(consumer, records, exc)
             else:
@@ -284,7 +297,7 @@ class Projector:
                 log.error("batch failed (%s); isolating records", exc)
                 return await self._apply_one_by_one(consumer, records)
         except (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
-            await self._database_down(consumer, records, exc)
+            await self._database_down(consumer, _unwritten(planned), exc)
         return False
 
     def _claimed(

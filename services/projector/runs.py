@@ -9,7 +9,8 @@ the hot path), registrations into one `UpsertUsers`, follow-register writes into
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from itertools import pairwise
 
 import msgspec
 
@@ -94,17 +95,22 @@ def interleave(streams: Iterable[Iterable[list[Op]]]) -> list[list[Op]]:
     partitions' posts join the same run.
     """
     queues = [list(s) for s in streams]
-    heads = [0] * len(queues)
-    out: list[list[Op]] = []
+    return [queues[i][j] for i, j in interleave_order(queues)]
+
+
+def interleave_order(streams: Sequence[Sequence[list[Op]]]) -> list[tuple[int, int]]:
+    """`interleave`'s order as (stream index, index within the stream) of each event."""
+    heads = [0] * len(streams)
+    out: list[tuple[int, int]] = []
     while True:
-        live = [i for i, q in enumerate(queues) if heads[i] < len(q)]
+        live = [i for i, q in enumerate(streams) if heads[i] < len(q)]
         if not live:
             return out
-        kind = min((run_kind(queues[i][heads[i]]) for i in live), key=_RUN_ORDER.index)
+        kind = min((run_kind(streams[i][heads[i]]) for i in live), key=_RUN_ORDER.index)
         for i in live:
-            q, h = queues[i], heads[i]
+            q, h = streams[i], heads[i]
             while h < len(q) and run_kind(q[h]) == kind:
-                out.append(q[h])
+                out.append((i, h))
                 h += 1
             heads[i] = h
 
@@ -186,6 +192,17 @@ def plan(events: Iterable[AnyEvent]) -> list[Op]:
 # Slots, not user ids, bound the locks per transaction (PostgreSQL's shared lock table is
 # finite); a collision only serialises more.
 LOCK_SLOTS = 1024
+_SLOT_BITS = LOCK_SLOTS.bit_length() - 1
+# Fibonacci hashing: 2^64 over the golden ratio, odd.
+_SPREAD = 0x9E3779B97F4A7C15
+
+
+def slot(user_id: int) -> int:
+    """A user's lock slot: the top bits of a multiplicative hash of the id. Not the id modulo
+    LOCK_SLOTS: user ids are snowflakes whose low bits are a per-millisecond sequence, 0 for
+    nearly every account (registrations rarely share a millisecond), so nearly every user
+    would share slot 0 and two instances would never write side by side."""
+    return ((user_id * _SPREAD) & 0xFFFF_FFFF_FFFF_FFFF) >> (64 - _SLOT_BITS)
 
 
 def lock_slots(ops: Iterable[Op]) -> list[tuple[int, bool]]:
@@ -218,6 +235,43 @@ def lock_slots(ops: Iterable[Op]) -> list[tuple[int, bool]]:
                 exclusive.add(op.owner_id)
             case SetAudienceMember():
                 exclusive.update((op.owner_id, op.member_id))
-    slots = {u % LOCK_SLOTS: False for u in shared}
-    slots.update((u % LOCK_SLOTS, True) for u in exclusive)
+    slots = {slot(u): False for u in shared}
+    slots.update((slot(u), True) for u in exclusive)
     return sorted(slots.items())
+
+
+def slot_mode(event_ops: list[Op]) -> bool | None:
+    """How an event's operations lock (see `lock_slots`): True if any slot exclusively,
+    False if only shared slots (a new post), None if they take none (a registration)."""
+    slots = lock_slots(event_ops)
+    return any(exclusive for _, exclusive in slots) if slots else None
+
+
+def segments(modes: Sequence[bool | None], min_run: int) -> list[range]:
+    """Consecutive transactions for a batch's events (in the order they are written), given
+    each event's `slot_mode`: every run of events that take no slot exclusively and of which
+    at least `min_run` take shared slots is a transaction of its own; the rest stays together
+    around such runs.
+
+    A transaction holds its slots until it commits. A batch of some follows and thousands of
+    new posts (a replay: each partition's follows sit between its registrations and its
+    posts) would hold the follows' exclusive slots, most of the slots, through the posts' long
+    fan-out, and another instance's posts could only wait; cut apart, the follows commit
+    first and the posts run beside the other instance's. Any cut is a valid batch boundary:
+    each side holds a prefix of every partition's events (invariant 3 holds per transaction).
+    """
+    n = len(modes)
+    cuts = {0, n}
+    i = 0
+    while i < n:
+        if modes[i]:
+            i += 1
+            continue
+        j, shared = i, 0
+        while j < n and not modes[j]:
+            shared += modes[j] is False
+            j += 1
+        if shared >= min_run:
+            cuts.update((i, j))
+        i = j
+    return [range(a, b) for a, b in pairwise(sorted(cuts))]

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 
-from services.projector import store
+from services.projector import batch, store
 from services.projector.project import ops_for
 from services.projector.runner import Fenced, Projector
 from services.projector.sql_posts import RECOUNT_REPLIES
@@ -299,3 +299,40 @@ async def test_replies_to_one_post_from_two_instances_are_both_counted(
         assert not second.done()
     await asyncio.wait_for(second, 10)
     assert await pool.fetchval("SELECT replies_count FROM posts WHERE post_id = $1", pid) == 2
+
+
+async def test_a_batchs_follows_commit_before_its_long_run_of_posts(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """A batch with a follow and a long run of posts (a replay) is written in two
+    transactions, each advancing the offset it covers: the follow commits, and releases its
+    exclusive slots, while the posts still wait for a slot another instance holds."""
+    a, b, e, f = ids.next_id(), ids.next_id(), ids.next_id(), ids.next_id()
+    s = msgspec.structs.replace(settings, topic=unique_name("parts"))
+    projector = Projector(s, pool)
+    await projector.claim([0])
+    events = [follow(f, e), follow(a, b)] + [post(e, f"p{i}") for i in range(batch.MIN_SHARED_RUN)]
+    records = [consumer_record(s.topic, 0, i, msgspec.json.encode(v)) for i, v in enumerate(events)]
+    await projector.apply_batch(records[:1])  # F follows E
+
+    async def stored() -> int:
+        return await pool.fetchval(
+            "SELECT next_offset FROM projector_offsets WHERE topic=$1 AND partition=0", s.topic
+        )
+
+    async with pool.acquire() as other, other.transaction():
+        # The other instance's batch holds E's slot exclusive, as a follow of E would.
+        await store.lock(other, ops_for(follow(ids.next_id(), e)))
+        writing = asyncio.create_task(projector.apply_batch(records[1:]))
+        for _ in range(100):
+            if await stored() == 2:
+                break
+            await asyncio.sleep(0.05)
+        # A's follow of B is committed with its offset; E's posts wait for E's slot.
+        assert await stored() == 2
+        assert await pool.fetchval("SELECT active FROM follows WHERE follower_id=$1", a)
+        await asyncio.sleep(0.3)
+        assert not writing.done() and await timeline(pool, f) == []
+    await asyncio.wait_for(writing, 10)
+    assert await stored() == len(events)
+    assert len(await timeline(pool, f)) == batch.MIN_SHARED_RUN

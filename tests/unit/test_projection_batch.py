@@ -3,11 +3,13 @@
 from aiokafka.structs import ConsumerRecord
 
 from services.projector import batch
-from services.projector.project import AddPosts, UpsertUsers
+from services.projector.project import AddPosts, Notify, SetFollows, UpsertUsers
 from services.projector.runner import plan_record
 from shared import codec
 from shared.codec import PoisonEvent
 from shared.events import (
+    FollowCreated,
+    FollowData,
     PostCreated,
     PostCreatedData,
     UserRegistered,
@@ -29,6 +31,12 @@ def user(u: int) -> bytes:
 def post(pid: int, author: int) -> bytes:
     data = PostCreatedData(post_id=pid, author_id=author, text="hi")
     return codec.encode(new_event(PostCreated, actor_id=author, data=data))
+
+
+def follow(a: int, b: int) -> bytes:
+    return codec.encode(
+        new_event(FollowCreated, actor_id=a, data=FollowData(follower_id=a, followee_id=b))
+    )
 
 
 # Two partitions, each registering a user and then posting; partition 1 also holds poison.
@@ -88,3 +96,42 @@ async def test_planning_piece_by_piece_plans_the_same() -> None:
         b.next_offsets,
         b.first_offsets,
     )
+
+
+def replay(posts_per_partition: int) -> list[ConsumerRecord[bytes, bytes]]:
+    """What a replay fetches: each partition's registrations, follows, then posts."""
+    out = []
+    for p in (0, 1):
+        events = [user(10 + p), user(20 + p), follow(10 + p, 20 + p), follow(20 + p, 10 + p)]
+        events += [post(1000 * (p + 1) + i, 10 + p) for i in range(posts_per_partition)]
+        out += [rec(p, 50 + i, e) for i, e in enumerate(events)]
+    return out
+
+
+def test_follows_and_a_long_run_of_posts_are_written_in_two_transactions() -> None:
+    records = replay(batch.MIN_SHARED_RUN // 2)
+    planned = batch.plan(records, plan_record)
+    first, second = planned.parts
+    assert [type(o) for o in first.ops] == [UpsertUsers, SetFollows, Notify]
+    assert [type(o) for o in second.ops] == [AddPosts]
+    # The second starts where the first ended, in every partition, and ends with the batch.
+    assert first.first_offsets == planned.first_offsets == {0: 50, 1: 50}
+    assert first.next_offsets == second.first_offsets == {0: 54, 1: 54}
+    assert second.next_offsets == planned.next_offsets
+    assert sorted(r.offset for r in first.records) == [50, 50, 51, 51, 52, 52, 53, 53]
+    assert len(first.records) + len(second.records) == len(records)
+    assert (first.events, second.events) == (8, planned.events - 8)
+    # The whole batch still plans as one (the rebuild's replay writes it so).
+    assert [type(o) for o in planned.ops] == [UpsertUsers, SetFollows, Notify, AddPosts]
+
+
+def test_a_short_run_of_posts_stays_with_the_follows() -> None:
+    planned = batch.plan(replay(batch.MIN_SHARED_RUN // 2 - 1), plan_record)
+    assert planned.parts == [planned]
+
+
+def test_a_batch_holding_poison_is_not_cut() -> None:
+    records = replay(batch.MIN_SHARED_RUN)
+    records[-1] = rec(1, records[-1].offset, b"{not json")
+    planned = batch.plan(records, plan_record)
+    assert planned.parts == [planned] and len(planned.poison) == 1

@@ -16,7 +16,19 @@ from services.projector.project import (
     UpsertUser,
     UpsertUsers,
 )
-from services.projector.runs import first_users, interleave, latest_follows, lock_slots, merge
+from services.projector.runs import (
+    LOCK_SLOTS,
+    first_users,
+    interleave,
+    interleave_order,
+    latest_follows,
+    lock_slots,
+    merge,
+    segments,
+    slot,
+    slot_mode,
+)
+from shared.ids import SnowflakeGenerator
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
 
@@ -108,23 +120,78 @@ def test_interleave_of_nothing() -> None:
     assert interleave([[], []]) == []
 
 
+def slots(*pairs: tuple[int, bool]) -> list[tuple[int, bool]]:
+    return sorted((slot(u), exclusive) for u, exclusive in pairs)
+
+
 def test_lock_slots_cover_every_pair_of_a_run() -> None:
-    ops = [SetFollows((fw(1, 2, True, 1), fw(1025, 3, False, 2)))]
-    assert lock_slots(ops) == [(1, True), (2, True), (3, True)]
+    ops = [SetFollows((fw(1, 2, True, 1), fw(4, 3, False, 2)))]
+    assert lock_slots(ops) == slots((1, True), (2, True), (3, True), (4, True))
 
 
 def test_new_posts_take_their_authors_slots_shared_and_a_reply_its_parents_exclusive() -> None:
     reply = NewPost(post_id=9, author_id=4, text="t", created_at=NOW, in_reply_to_author_id=7)
-    assert lock_slots([*post(8, author=5), AddPosts((reply,))]) == [
-        (4, False),
-        (5, False),
-        (7, True),
-    ]
+    assert lock_slots([*post(8, author=5), AddPosts((reply,))]) == slots(
+        (4, False), (5, False), (7, True)
+    )
 
 
 def test_an_exclusive_need_wins_over_a_shared_one_in_the_same_batch() -> None:
-    # Author 1's post and a block by user 1 (slot 1), and user 1026's post (slot 2 = 1026 %
-    # 1024) with that block's other side: one lock per slot, exclusive if any op needs it.
-    ops = [*post(8, author=1), *post(9, author=1026), *other(1)]
-    assert lock_slots(ops) == [(1, True), (2, True)]
-    assert lock_slots([*post(8, author=1030), *post(9, author=6)]) == [(6, False)]
+    # Two users sharing a slot: author 1's post and a block by the other one (of user 2).
+    twin = next(u for u in range(2, 10**6) if slot(u) == slot(1) and u != 2)
+    ops = [*post(8, author=1), *post(9, author=2), *other(1)]
+    assert lock_slots(ops) == slots((1, True), (2, True))
+    ops = [*post(8, author=1), SetBlock(twin, 3, True, v(1), NOW)]
+    assert lock_slots(ops) == slots((1, True), (3, True))
+    # One lock per slot.
+    assert lock_slots([*post(8, author=twin), *post(9, author=1)]) == slots((1, False))
+
+
+def test_snowflake_user_ids_spread_over_the_slots() -> None:
+    # Accounts registered in different milliseconds: every id's sequence bits are 0.
+    ms = iter(range(10**12, 10**12 + 4000))
+    gen = SnowflakeGenerator(worker_id=3, clock_ms=lambda: next(ms))
+    used = {slot(gen.next_id()) for _ in range(2000)}
+    assert len(used) > 0.7 * LOCK_SLOTS
+    assert all(0 <= s < LOCK_SLOTS for s in used)
+
+
+def test_slot_mode_of_follows_posts_replies_and_registrations() -> None:
+    reply = NewPost(post_id=9, author_id=2, text="t", created_at=NOW, in_reply_to_author_id=1)
+    assert slot_mode(follow_event(1, 2, 1)) is True
+    assert slot_mode(post(5)) is False
+    assert slot_mode([AddPosts((reply,))]) is True
+    assert slot_mode(user(1)) is None
+    assert slot_mode([]) is None
+
+
+def test_interleave_order_names_each_event_once_in_each_streams_order() -> None:
+    streams = [[user(1), post(10)], [follow_event(2, 1, 1), post(20), post(21)]]
+    order = interleave_order(streams)
+    assert sorted(order) == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)]
+    assert [streams[i][j] for i, j in order] == interleave(streams)
+    for s in (0, 1):
+        mine = [j for i, j in order if i == s]
+        assert mine == sorted(mine)
+
+
+X, S, N = True, False, None
+
+
+def test_a_long_run_of_shared_slots_is_a_transaction_of_its_own() -> None:
+    # Registrations and follows, then 3 posts, then a follow, then 2 posts.
+    modes = [N, X, X, S, N, S, S, X, S, S]
+    assert segments(modes, 3) == [range(0, 3), range(3, 7), range(7, 10)]
+    # A run too short to stand alone stays with what is around it.
+    assert segments(modes, 4) == [range(0, 10)]
+
+
+def test_a_batch_without_exclusive_slots_or_long_runs_is_not_cut() -> None:
+    assert segments([S] * 8, 3) == [range(0, 8)]
+    assert segments([X, N, S, X], 2) == [range(0, 4)]
+    assert segments([], 1) == []
+
+
+def test_runs_at_either_end_are_cut_off() -> None:
+    assert segments([S, S, X], 2) == [range(0, 2), range(2, 3)]
+    assert segments([X, N, S, S], 2) == [range(0, 1), range(1, 4)]
