@@ -25,8 +25,9 @@ Streams: TypeAlias = dict[int, list[list[Op]]]
 Tags: TypeAlias = dict[int, list[tuple[int, bool | None]]]
 
 # Shortest run of new posts (shared lock slots) that a batch holding events that lock
-# exclusively writes in a transaction of its own (runs.segments). Below it, the commit and
-# round trips of another transaction cost more than the other instance's wait.
+# exclusively writes in a transaction of its own (runs.segments). Live batches are short and
+# stay whole: each extra transaction is another commit (a WAL flush) and its round trips; a
+# replay's batches hold thousands of posts, whose fan-out is what the other instance waited for.
 MIN_SHARED_RUN = 500
 
 
@@ -153,8 +154,8 @@ def _merged(out: Planned, streams: Streams, tags: Tags, seconds: float) -> Plann
     out.planned_events = [streams[p][j] for p, j in order]
     out.events = len(order)
     out.plan_seconds = seconds
-    # Poison is dead-lettered with the batch's first transaction; rather than place it, a
-    # batch holding any is not cut (poison is rare, and the batch is still correct whole).
+    # A batch holding poison is not cut: its dead letters are written by the transaction that
+    # moves past them, and placing them in a piece is not worth it for what is rare.
     pieces = [] if out.poison else segments([tags[p][j][1] for p, j in order], MIN_SHARED_RUN)
     if len(pieces) > 1:
         out.parts = [_part(out, streams, tags, order[r.start : r.stop]) for r in pieces]
