@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from services.projector import batch, store
 from services.projector.project import ops_for
 from services.projector.runner import Fenced, Projector
+from services.projector.runs import slot
 from services.projector.sql_posts import RECOUNT_REPLIES
 from shared.db import create_pool
 from shared.events import (
@@ -301,13 +302,24 @@ async def test_replies_to_one_post_from_two_instances_are_both_counted(
     assert await pool.fetchval("SELECT replies_count FROM posts WHERE post_id = $1", pid) == 2
 
 
+def distinct_slots(n: int) -> list[int]:
+    """n new user ids whose advisory-lock slots differ."""
+    out: list[int] = []
+    while len(out) < n:
+        u = ids.next_id()
+        if slot(u) not in {slot(v) for v in out}:
+            out.append(u)
+    return out
+
+
 async def test_a_batchs_follows_commit_before_its_long_run_of_posts(
     settings: Settings, pool: asyncpg.Pool
 ) -> None:
     """A batch with a follow and a long run of posts (a replay) is written in two
     transactions, each advancing the offset it covers: the follow commits, and releases its
     exclusive slots, while the posts still wait for a slot another instance holds."""
-    a, b, e, f = ids.next_id(), ids.next_id(), ids.next_id(), ids.next_id()
+    # Users in different lock slots (one shared with E's or X's would make the follow wait).
+    a, b, e, f, x = distinct_slots(5)
     s = msgspec.structs.replace(settings, topic=unique_name("parts"))
     projector = Projector(s, pool)
     await projector.claim([0])
@@ -322,7 +334,7 @@ async def test_a_batchs_follows_commit_before_its_long_run_of_posts(
 
     async with pool.acquire() as other, other.transaction():
         # The other instance's batch holds E's slot exclusive, as a follow of E would.
-        await store.lock(other, ops_for(follow(ids.next_id(), e)))
+        await store.lock(other, ops_for(follow(x, e)))
         writing = asyncio.create_task(projector.apply_batch(records[1:]))
         for _ in range(100):
             if await stored() == 2:
