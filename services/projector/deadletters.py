@@ -15,7 +15,8 @@ from typing import TextIO
 import asyncpg
 
 from services.projector import store
-from services.projector.runner import plan_record, wakeup_payload
+from services.projector.runner import plan_record
+from services.projector.store import wakeup_payload
 from shared.codec import PoisonEvent
 from shared.settings import Settings
 

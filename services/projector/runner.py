@@ -41,8 +41,6 @@ from shared.settings import Settings
 
 log = logging.getLogger("microblog.projector")
 
-WAKEUP_LIMIT = 500
-
 # How long a batch in flight at SIGTERM may run on before it is cancelled (rolled back: its
 # events are applied again by whoever owns the partitions next, nothing is lost).
 STOP_GRACE_S = 4.0
@@ -79,17 +77,6 @@ def _unwritten(planned: batch.Planned) -> list[ConsumerRecord[bytes, bytes]]:
 class Fenced(Exception):
     """Another projector instance owns one of this batch's partitions now, or the batch
     starts before the stored position (it was fetched before a reassignment sought back)."""
-
-
-def wakeup_payload(applied: store.Applied) -> str | None:
-    """Users whose home timeline or notifications changed, for the query service's streams:
-    comma-separated ids, or `*` for "many" (NOTIFY payloads must stay under 8000 bytes)."""
-    if applied.overflow or len(applied.users) > WAKEUP_LIMIT:
-        return "*"
-    if not applied.users:
-        return None
-    payload = ",".join(str(u) for u in sorted(applied.users))
-    return payload if len(payload) < 7900 else "*"
 
 
 class Projector:
@@ -191,7 +178,7 @@ class Projector:
             # Delivered at commit: the query service wakes read-your-writes waiters on it, and
             # streams on the wake-up, if any (one statement for both, see NOTIFY_PROGRESS).
             progress = ",".join(f"{p}:{next_offsets[p]}" for p in parts)
-            await conn.execute(NOTIFY_PROGRESS, progress, wakeup_payload(applied))
+            await conn.execute(NOTIFY_PROGRESS, progress, store.wakeup_payload(applied))
         self.positions.update(next_offsets)
         self.stats.dead_letters += len(planned.poison)
         self.stats.timeline_rows += applied.fanned

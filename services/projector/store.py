@@ -104,6 +104,21 @@ class Applied:
         return int(row["n"])
 
 
+# Users named in a wake-up at most; beyond, the payload says "many" (`*`).
+WAKEUP_LIMIT = 500
+
+
+def wakeup_payload(applied: Applied) -> str | None:
+    """Users whose home timeline or notifications changed, for the query service's streams:
+    comma-separated ids, or `*` for "many" (NOTIFY payloads must stay under 8000 bytes)."""
+    if applied.overflow or len(applied.users) > WAKEUP_LIMIT:
+        return "*"
+    if not applied.users:
+        return None
+    payload = ",".join(str(u) for u in sorted(applied.users))
+    return payload if len(payload) < 7900 else "*"
+
+
 def pg_array(items: Iterable[object]) -> str:
     """A PostgreSQL array literal: unnest() cannot take jagged 2-D arrays, so per-post lists
     travel as literals and are cast in SQL."""

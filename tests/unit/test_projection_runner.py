@@ -7,9 +7,8 @@ from services.projector.batch_size import (
     MIN_BATCH_RECORDS,
     BatchSizer,
 )
-from services.projector.runner import wakeup_payload
 from services.projector.stats import LATENCY_BUCKETS, Stats
-from services.projector.store import Applied, pg_array
+from services.projector.store import Applied, pg_array, wakeup_payload
 from services.projector.trimmer import TRIM_CHUNK_PAUSE_S, trim_pause
 
 
