@@ -205,36 +205,48 @@ def slot(user_id: int) -> int:
     return ((user_id * _SPREAD) & 0xFFFF_FFFF_FFFF_FFFF) >> (64 - _SLOT_BITS)
 
 
+_NO_USERS: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
+
+
+def _slot_users(op: Op) -> tuple[Iterable[int], Iterable[int]]:
+    """The users whose slots `op` takes: (shared, exclusive)."""
+    match op:
+        case AddPosts(posts=posts):
+            # A reply recounts its parent's replies (RECOUNT_REPLIES) and may re-root its
+            # descendants: two replies to one post recounting side by side would each miss
+            # the other's row, so a reply serialises on the parent's author.
+            replied = [
+                p.in_reply_to_author_id for p in posts if p.in_reply_to_author_id is not None
+            ]
+            return [p.author_id for p in posts], replied
+        case Notify() | UpsertUser() | UpsertUsers():
+            return _NO_USERS
+        case EditPost() | DeletePost():
+            return (), (op.author_id,)
+        case AddRepost() | RemoveRepost():
+            return (), (op.reposter_id,)
+        case SetFollow() | RequestFollow():
+            return (), (op.follower_id, op.followee_id)
+        case SetFollows(follows=follows):
+            return (), [u for f in follows for u in (f.follower_id, f.followee_id)]
+        case SetBlock():
+            return (), (op.blocker_id, op.blocked_id)
+        case UpsertAudience() | DeleteAudience():
+            return (), (op.owner_id,)
+        case SetAudienceMember():
+            return (), (op.owner_id, op.member_id)
+    return _NO_USERS
+
+
 def lock_slots(ops: Iterable[Op]) -> list[tuple[int, bool]]:
     """The advisory-lock slots `ops` need, each with whether it is taken exclusively; sorted
     by slot, so concurrent batches take them in one order and can't deadlock."""
     shared: set[int] = set()
     exclusive: set[int] = set()
     for op in ops:
-        match op:
-            case AddPosts(posts=posts):
-                for p in posts:
-                    shared.add(p.author_id)
-                    # A reply recounts its parent's replies (RECOUNT_REPLIES) and may re-root
-                    # its descendants: two replies to one post recounting side by side would
-                    # each miss the other's row, so a reply serialises on the parent's author.
-                    if p.in_reply_to_author_id is not None:
-                        exclusive.add(p.in_reply_to_author_id)
-            case EditPost() | DeletePost():
-                exclusive.add(op.author_id)
-            case AddRepost() | RemoveRepost():
-                exclusive.add(op.reposter_id)
-            case SetFollow() | RequestFollow():
-                exclusive.update((op.follower_id, op.followee_id))
-            case SetFollows(follows=follows):
-                for f in follows:
-                    exclusive.update((f.follower_id, f.followee_id))
-            case SetBlock():
-                exclusive.update((op.blocker_id, op.blocked_id))
-            case UpsertAudience() | DeleteAudience():
-                exclusive.add(op.owner_id)
-            case SetAudienceMember():
-                exclusive.update((op.owner_id, op.member_id))
+        s, x = _slot_users(op)
+        shared.update(s)
+        exclusive.update(x)
     slots = {slot(u): False for u in shared}
     slots.update((slot(u), True) for u in exclusive)
     return sorted(slots.items())
@@ -243,8 +255,14 @@ def lock_slots(ops: Iterable[Op]) -> list[tuple[int, bool]]:
 def slot_mode(event_ops: list[Op]) -> bool | None:
     """How an event's operations lock (see `lock_slots`): True if any slot exclusively,
     False if only shared slots (a new post), None if they take none (a registration)."""
-    slots = lock_slots(event_ops)
-    return any(exclusive for _, exclusive in slots) if slots else None
+    mode = None
+    for op in event_ops:
+        s, x = _slot_users(op)
+        if x:
+            return True
+        if s:
+            mode = False
+    return mode
 
 
 def segments(modes: Sequence[bool | None], min_run: int) -> list[range]:
