@@ -38,14 +38,8 @@ UPDATE users SET display_name = COALESCE($2, display_name),
 # `id_taken` flags a new post whose id is already a repost's id. Ids come from one generator
 # and never collide; the flag only keeps a log that breaks that from failing the batch (see
 # FAN_OUT_GUARDED).
-INSERT_POSTS = """
-WITH i AS (
-    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], $5::text[],
-                         $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
-                         $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])
-        AS i(post_id, author_id, text, created_at, visibility, audience_id, in_reply_to_id,
-             in_reply_to_author_id, quote_of_id, conversation_id, mentions, mention_names,
-             hashtags, links, media)
+_INSERT_POSTS = """
+WITH i AS ({source}
 )
 INSERT INTO posts (post_id, author_id, text, created_at, visibility, audience_id,
                    in_reply_to_id, in_reply_to_author_id, quote_of_id, conversation_id,
@@ -63,13 +57,38 @@ SELECT i.post_id, i.author_id, i.text, i.created_at, i.visibility, i.audience_id
        (SELECT count(*) FROM posts r WHERE r.in_reply_to_id = i.post_id),
        (SELECT count(*) FROM reposts r WHERE r.post_id = i.post_id),
        (SELECT count(*) FROM likes l WHERE l.post_id = i.post_id),
-       i.post_id = ANY($16::bigint[])
+       i.post_id = ANY({pulled}::bigint[])
   FROM i
  WHERE NOT EXISTS (SELECT 1 FROM post_tombstones t WHERE t.post_id = i.post_id)
 ON CONFLICT (post_id) DO NOTHING
 RETURNING post_id,
           EXISTS (SELECT 1 FROM reposts r WHERE r.repost_id = posts.post_id) AS id_taken
 """
+INSERT_POSTS = _INSERT_POSTS.replace(
+    "{source}",
+    """
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], $5::text[],
+                         $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
+                         $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])
+        AS i(post_id, author_id, text, created_at, visibility, audience_id, in_reply_to_id,
+             in_reply_to_author_id, quote_of_id, conversation_id, mentions, mention_names,
+             hashtags, links, media)""",
+).replace("{pulled}", "$16")
+# The same for posts with nothing but text (no audience, reply, quote, mention, tag, link or
+# media, as every benchmark post), from five arrays and the pulled ones ($6): asyncpg encodes
+# parameters element by element, and 5,000 posts took 58 ms of the projector's CPU through
+# INSERT_POSTS against 25 ms through this (a statement harness, 4 rounds each).
+INSERT_PLAIN_POSTS = _INSERT_POSTS.replace(
+    "{source}",
+    """
+    SELECT p.post_id, p.author_id, p.text, p.created_at, p.visibility,
+           NULL::bigint AS audience_id, NULL::bigint AS in_reply_to_id,
+           NULL::bigint AS in_reply_to_author_id, NULL::bigint AS quote_of_id,
+           p.post_id AS conversation_id, '{}'::text AS mentions, '{}'::text AS mention_names,
+           '{}'::text AS hashtags, '{}'::text AS links, '[]'::text AS media
+      FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], $5::text[])
+        AS p(post_id, author_id, text, created_at, visibility)""",
+).replace("{pulled}", "$6")
 
 # Authors of newly stored pulled posts ($1) become pull authors, and each active follow of a
 # new pull author a row of `pulled_follows` (follows of an author who is one already got theirs

@@ -50,6 +50,7 @@ from services.projector.sql_posts import (
     ADD_REPOST,
     DELETE_POST,
     EDIT_POST,
+    INSERT_PLAIN_POSTS,
     INSERT_POSTS,
     NOTIFY,
     POSTS_AFTER,
@@ -259,26 +260,54 @@ async def _fan_out(
     return rows, await conn.fetchval(FAN_OUT_READERS, post_ids)
 
 
-async def _add_posts(conn: asyncpg.Connection, out: Applied, ps: Sequence[NewPost]) -> None:
-    stored = await conn.fetch(
-        INSERT_POSTS,
-        [p.post_id for p in ps],
-        [p.author_id for p in ps],
-        [p.text for p in ps],
-        [p.created_at for p in ps],
-        [p.visibility for p in ps],
-        [p.audience_id for p in ps],
-        [p.in_reply_to_id for p in ps],
-        [p.in_reply_to_author_id for p in ps],
-        [p.quote_of_id for p in ps],
-        [p.conversation_id for p in ps],
-        [pg_array(p.mentions) for p in ps],
-        [pg_array(p.mention_names) for p in ps],
-        [pg_array(p.hashtags) for p in ps],
-        [pg_array(p.links) for p in ps],
-        [p.media_json for p in ps],
-        [p.post_id for p in ps if p.pulled],
+def plain(p: NewPost) -> bool:
+    """Whether a post is stored by INSERT_PLAIN_POSTS: its own thread, and nothing beyond text."""
+    return (
+        p.conversation_id == p.post_id
+        and p.audience_id is None
+        and p.in_reply_to_id is None
+        and p.in_reply_to_author_id is None
+        and p.quote_of_id is None
+        and not (p.mentions or p.mention_names or p.hashtags or p.links)
+        and p.media_json == "[]"
     )
+
+
+async def _store_posts(conn: asyncpg.Connection, ps: Sequence[NewPost]) -> list[asyncpg.Record]:
+    """Insert a run's posts (plain ones first: a reply in the run may be to one of them)."""
+    pulled = [p.post_id for p in ps if p.pulled]
+    flat = [p for p in ps if plain(p)]
+    rich = [p for p in ps if not plain(p)] if len(flat) < len(ps) else []
+    stored: list[asyncpg.Record] = []
+    for group, sql in ((flat, INSERT_PLAIN_POSTS), (rich, INSERT_POSTS)):
+        if not group:
+            continue
+        columns: list[list[object]] = [
+            [p.post_id for p in group],
+            [p.author_id for p in group],
+            [p.text for p in group],
+            [p.created_at for p in group],
+            [p.visibility for p in group],
+        ]
+        if group is rich:
+            columns += [
+                [p.audience_id for p in group],
+                [p.in_reply_to_id for p in group],
+                [p.in_reply_to_author_id for p in group],
+                [p.quote_of_id for p in group],
+                [p.conversation_id for p in group],
+                [pg_array(p.mentions) for p in group],
+                [pg_array(p.mention_names) for p in group],
+                [pg_array(p.hashtags) for p in group],
+                [pg_array(p.links) for p in group],
+                [p.media_json for p in group],
+            ]
+        stored += await conn.fetch(sql, *columns, pulled)
+    return stored
+
+
+async def _add_posts(conn: asyncpg.Connection, out: Applied, ps: Sequence[NewPost]) -> None:
+    stored = await _store_posts(conn, ps)
     # A redelivered pulled post registers its author again: a no-op (ON CONFLICT).
     pull_authors = [p.author_id for p in ps if p.pulled]
     if pull_authors:

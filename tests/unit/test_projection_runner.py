@@ -1,4 +1,9 @@
-"""Pure helpers of the projector loop: the streaming wake-up payload and the batch metrics."""
+"""Pure helpers of the projector loop: the streaming wake-up payload, the batch metrics, and
+which statement stores a post."""
+
+from datetime import UTC, datetime
+
+import msgspec
 
 from services.projector.batch_size import (
     BATCH_TARGET_ROWS,
@@ -7,8 +12,9 @@ from services.projector.batch_size import (
     MIN_BATCH_RECORDS,
     BatchSizer,
 )
+from services.projector.project import NewPost
 from services.projector.stats import LATENCY_BUCKETS, Stats
-from services.projector.store import Applied, pg_array, wakeup_payload
+from services.projector.store import Applied, pg_array, plain, wakeup_payload
 from services.projector.trimmer import TRIM_CHUNK_PAUSE_S, trim_pause
 
 
@@ -73,3 +79,22 @@ def test_trim_chunks_fill_at_most_their_duty_of_a_visit() -> None:
     assert trim_pause(0.0) == TRIM_CHUNK_PAUSE_S
     # A chunk slowed by a busy machine stretches the pause with it.
     assert trim_pause(0.2) > trim_pause(0.05)
+
+
+def test_only_a_post_with_nothing_but_text_is_stored_as_plain() -> None:
+    p = NewPost(post_id=7, author_id=1, text="hi", created_at=datetime.now(UTC), conversation_id=7)
+    assert plain(p)
+    assert plain(msgspec.structs.replace(p, visibility="followers"))
+    for change in (
+        {"conversation_id": 3},
+        {"conversation_id": None},
+        {"audience_id": 4},
+        {"in_reply_to_id": 3, "conversation_id": 3},
+        {"in_reply_to_author_id": 2},
+        {"quote_of_id": 3},
+        {"mentions": (2,), "mention_names": ("b",)},
+        {"hashtags": ("x",)},
+        {"links": ("https://example.com",)},
+        {"media_json": '[{"kind":"photo"}]'},
+    ):
+        assert not plain(msgspec.structs.replace(p, **change)), change
