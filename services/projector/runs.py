@@ -3,8 +3,9 @@
 Runs of the same kind collapse into one set-based operation (`merge`): consecutive
 `post.created` into one `AddPosts` and one `Notify` (DESIGN.md §4: no per-row round trips on
 the hot path), registrations into one `UpsertUsers`, follow-register writes into one
-`SetFollows`. `interleave` orders a batch's partitions so those runs are long, and
-`lock_slots` names the advisory locks a batch takes before it writes.
+`SetFollows`. `interleave` orders a batch's partitions so those runs are long,
+`lock_slots` names the advisory locks a batch takes before it writes, and `segments` cuts a
+batch into the transactions it is written in.
 """
 
 from __future__ import annotations
