@@ -1,7 +1,8 @@
 """The projector's consume-apply-commit loop (invariant 3: effectively once).
 
-Each batch from Kafka is applied to PostgreSQL in one transaction together with the next offset
-of every partition it touched. Kafka's own group offsets are not used: on (re)assignment the
+Each batch from Kafka is applied to PostgreSQL in one transaction (a replay's batch in a few
+consecutive ones, `batch.Planned.parts`), each together with the next offset of every
+partition it touched. Kafka's own group offsets are not used: on (re)assignment the
 projector reads its positions from PostgreSQL and seeks there, so a crash at any point replays
 exactly the events whose effects were not committed.
 
@@ -124,7 +125,8 @@ class Projector:
     async def apply_batch(
         self, records: Sequence[ConsumerRecord[bytes, bytes]], failed: PoisonEvent | None = None
     ) -> None:
-        """Apply records (log order within each partition) and advance offsets, atomically.
+        """Apply records (log order within each partition) and advance offsets: each of the
+        batch's transactions (`batch.Planned.parts`) commits its events with their offsets.
 
         With `failed`, the records are not applied but dead-lettered with that reason.
         """
