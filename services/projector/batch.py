@@ -20,9 +20,8 @@ from shared.codec import PoisonEvent
 Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
 # Each partition's planned events in log order.
 Streams: TypeAlias = dict[int, list[list[Op]]]
-# Each planned event's record offset and lock mode (runs.slot_mode), per partition, in step
-# with Streams.
-Tags: TypeAlias = dict[int, list[tuple[int, bool | None]]]
+# Each planned event's record offset, per partition, in step with Streams.
+Offsets: TypeAlias = dict[int, list[int]]
 
 # Shortest run of new posts (shared lock slots) that a batch holding events that lock
 # exclusively writes in a transaction of its own (runs.segments). Live batches are short and
@@ -77,9 +76,9 @@ def plan(
     PoisonEvent for a record that cannot become operations. With `failed`, every record is
     poison for that reason."""
     started = time.perf_counter()
-    out, streams, tags = Planned(records), Streams(), Tags()
-    _plan_into(out, streams, tags, records, plan_one, failed)
-    return _merged(out, streams, tags, time.perf_counter() - started)
+    out, streams, offsets = Planned(records), Streams(), Offsets()
+    _plan_into(out, streams, offsets, records, plan_one, failed)
+    return _merged(out, streams, offsets, time.perf_counter() - started)
 
 
 class Planner:
@@ -93,7 +92,7 @@ class Planner:
         self._records: list[Record] = []
         self._out = Planned(self._records)
         self._streams = Streams()
-        self._tags = Tags()
+        self._offsets = Offsets()
         self._busy = 0.0
 
     def __len__(self) -> int:
@@ -105,14 +104,14 @@ class Planner:
             started = time.perf_counter()
             chunk = records[i : i + CHUNK]
             self._records.extend(chunk)
-            _plan_into(self._out, self._streams, self._tags, chunk, self._plan_one, None)
+            _plan_into(self._out, self._streams, self._offsets, chunk, self._plan_one, None)
             self._busy += time.perf_counter() - started
             await asyncio.sleep(0)
 
     def done(self) -> Planned:
         started = time.perf_counter()
         busy = self._busy + time.perf_counter() - started
-        return _merged(self._out, self._streams, self._tags, busy)
+        return _merged(self._out, self._streams, self._offsets, busy)
 
 
 async def plan_async(
@@ -127,7 +126,7 @@ async def plan_async(
 def _plan_into(
     out: Planned,
     streams: Streams,
-    tags: Tags,
+    offsets: Offsets,
     records: Sequence[Record],
     plan_one: Callable[[bytes | None], list[Op]],
     failed: PoisonEvent | None,
@@ -145,29 +144,34 @@ def _plan_into(
             out.poison.append((rec, exc))
             continue
         streams.setdefault(rec.partition, []).append(ops)
-        tags.setdefault(rec.partition, []).append((rec.offset, slot_mode(ops)))
+        offsets.setdefault(rec.partition, []).append(rec.offset)
 
 
-def _merged(out: Planned, streams: Streams, tags: Tags, seconds: float) -> Planned:
+def _merged(out: Planned, streams: Streams, offsets: Offsets, seconds: float) -> Planned:
     parts = list(streams)
     order = [(parts[i], j) for i, j in interleave_order([streams[p] for p in parts])]
     out.planned_events = [streams[p][j] for p, j in order]
     out.events = len(order)
     out.plan_seconds = seconds
-    # A batch holding poison is not cut: its dead letters are written by the transaction that
+    # Only a batch longer than MIN_SHARED_RUN can be cut (live ones, short, skip the lock
+    # modes). Nor is one holding poison: its dead letters are written by the transaction that
     # moves past them, and placing them in a piece is not worth it for what is rare.
-    pieces = [] if out.poison else segments([tags[p][j][1] for p, j in order], MIN_SHARED_RUN)
+    if len(order) <= MIN_SHARED_RUN or out.poison:
+        return out
+    pieces = segments([slot_mode(e) for e in out.planned_events], MIN_SHARED_RUN)
     if len(pieces) > 1:
-        out.parts = [_part(out, streams, tags, order[r.start : r.stop]) for r in pieces]
+        out.parts = [_part(out, streams, offsets, order[r.start : r.stop]) for r in pieces]
     return out
 
 
-def _part(whole: Planned, streams: Streams, tags: Tags, order: list[tuple[int, int]]) -> Planned:
+def _part(
+    whole: Planned, streams: Streams, offsets: Offsets, order: list[tuple[int, int]]
+) -> Planned:
     """The piece of `whole` holding the events at `order` (a prefix of each partition's rest)."""
     first_offsets: dict[int, int] = {}
     next_offsets: dict[int, int] = {}
     for p, j in order:
-        offset = tags[p][j][0]
+        offset = offsets[p][j]
         first_offsets.setdefault(p, offset)
         next_offsets[p] = offset + 1
     records = [

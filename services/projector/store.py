@@ -276,34 +276,41 @@ def plain(p: NewPost) -> bool:
 async def _store_posts(conn: asyncpg.Connection, ps: Sequence[NewPost]) -> list[asyncpg.Record]:
     """Insert a run's posts (plain ones first: a reply in the run may be to one of them)."""
     pulled = [p.post_id for p in ps if p.pulled]
-    flat = [p for p in ps if plain(p)]
-    rich = [p for p in ps if not plain(p)] if len(flat) < len(ps) else []
+    flat: list[NewPost] = []
+    rich: list[NewPost] = []
+    for p in ps:
+        (flat if plain(p) else rich).append(p)
     stored: list[asyncpg.Record] = []
-    for group, sql in ((flat, INSERT_PLAIN_POSTS), (rich, INSERT_POSTS)):
-        if not group:
-            continue
-        columns: list[list[object]] = [
-            [p.post_id for p in group],
-            [p.author_id for p in group],
-            [p.text for p in group],
-            [p.created_at for p in group],
-            [p.visibility for p in group],
-        ]
-        if group is rich:
-            columns += [
-                [p.audience_id for p in group],
-                [p.in_reply_to_id for p in group],
-                [p.in_reply_to_author_id for p in group],
-                [p.quote_of_id for p in group],
-                [p.conversation_id for p in group],
-                [pg_array(p.mentions) for p in group],
-                [pg_array(p.mention_names) for p in group],
-                [pg_array(p.hashtags) for p in group],
-                [pg_array(p.links) for p in group],
-                [p.media_json for p in group],
-            ]
-        stored += await conn.fetch(sql, *columns, pulled)
+    if flat:
+        stored += await conn.fetch(INSERT_PLAIN_POSTS, *_text_columns(flat), pulled)
+    if rich:
+        stored += await conn.fetch(
+            INSERT_POSTS,
+            *_text_columns(rich),
+            [p.audience_id for p in rich],
+            [p.in_reply_to_id for p in rich],
+            [p.in_reply_to_author_id for p in rich],
+            [p.quote_of_id for p in rich],
+            [p.conversation_id for p in rich],
+            [pg_array(p.mentions) for p in rich],
+            [pg_array(p.mention_names) for p in rich],
+            [pg_array(p.hashtags) for p in rich],
+            [pg_array(p.links) for p in rich],
+            [p.media_json for p in rich],
+            pulled,
+        )
     return stored
+
+
+def _text_columns(ps: Sequence[NewPost]) -> list[list[object]]:
+    """The columns both insert statements start with: ids, authors, texts, times, visibility."""
+    return [
+        [p.post_id for p in ps],
+        [p.author_id for p in ps],
+        [p.text for p in ps],
+        [p.created_at for p in ps],
+        [p.visibility for p in ps],
+    ]
 
 
 async def _add_posts(conn: asyncpg.Connection, out: Applied, ps: Sequence[NewPost]) -> None:
