@@ -50,6 +50,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     access_log: str = "errors"  # shared.metrics.ACCESS_LOG_MODES
     # Followers from which an author's new posts are delivered by pull (hybrid fan-out); 0: never.
     pull_threshold: int = 10_000
+    # How long a live projector's fetch waits for 64 KB of records before it returns fewer:
+    # each fetch that returns is a batch, a transaction and a WAL flush (runner.py says why 50).
+    projector_fetch_wait_ms: int = 50
 
     @property
     def command_url(self) -> str:
@@ -93,4 +96,5 @@ def load() -> Settings:
         produce_timeout_s=_env_float("MB_PRODUCE_TIMEOUT_S", 10.0),
         access_log=_env("MB_ACCESS_LOG", "errors"),
         pull_threshold=_env_int("MB_PULL_THRESHOLD", 10_000),
+        projector_fetch_wait_ms=_env_int("MB_PROJECTOR_FETCH_WAIT_MS", 50),
     )

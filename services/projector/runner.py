@@ -199,10 +199,13 @@ class Projector:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=MAX_BATCH_RECORDS,
-            # Live, a fetch waits up to 20 ms for 64 KB rather than return each record at once:
-            # in the benchmark's mixed load the projector used ~0.06 cores less, Kafka and
-            # PostgreSQL ~0.05 less; a post's visibility p50 went ~11 → ~25 ms (bench/README).
-            fetch_max_wait_ms=20,
+            # Live, a fetch waits up to MB_PROJECTOR_FETCH_WAIT_MS for 64 KB rather than return
+            # each record at once: each fetch that returns to an idle projector is a batch, with
+            # its transaction, WAL flush, NOTIFY and offsets. In the benchmark's mixed load (100
+            # posts/s among 1,000 req/s on 2 cores), 50 ms against 20 took the load's p99 from
+            # 16-530 ms (8 of 15 runs within 50 ms) to 12-36 ms (9 of 9); a post's visibility
+            # p99 for median authors rose from 45-61 to 64-94 ms, its target being 1 s.
+            fetch_max_wait_ms=settings.projector_fetch_wait_ms,
             fetch_min_bytes=64 * 1024,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             session_timeout_ms=10_000,
