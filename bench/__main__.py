@@ -39,7 +39,7 @@ from bench.stack import (
 )
 from shared.db import SESSION_SETTINGS, migrate
 
-FIGURES = ("fanout", "reads", "depth", "posts", "visibility", "mixed", "hybrid", "rebuild")
+FIGURES = ("fanout", "reads", "depth", "mixed", "posts", "visibility", "hybrid", "rebuild")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -178,12 +178,16 @@ async def run(args: argparse.Namespace, infra: Infra) -> str:
                 await measure("depth", figures_reads.depth_run, ctx, deep)
             else:
                 meta["notes"].append("depth: no timeline deeper than 440 rows at this preset")
+        # The mixed load runs before the POST figure, whose closed loop (~1,200 posts/s) leaves
+        # every timeline past the cap: the trims and autovacuum cleaning up after it ran through
+        # the mixed load's 5 s windows (pg_stat_activity: the trim in about a fifth of the
+        # samples). A figure measures its own load, not another's aftermath (bench/README.md).
+        if "mixed" in args.only:
+            await measure("mixed", figures_reads.mixed_run, ctx, viewers, authors)
         if "posts" in args.only:
             await measure("posts", figures_writes.posts_run, ctx, authors)
         if "visibility" in args.only:
             await measure("visibility", figures_writes.visibility_run, ctx)
-        if "mixed" in args.only:
-            await measure("mixed", figures_reads.mixed_run, ctx, viewers, authors)
         rss = {n: round(p.rss()[1], 1) for n, p in procs.items()}
         if "hybrid" in args.only:
             # Once, last of the read figures: it turns the read dataset's timelines hybrid.
