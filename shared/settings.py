@@ -51,7 +51,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Followers from which an author's new posts are delivered by pull (hybrid fan-out); 0: never.
     pull_threshold: int = 10_000
     # How long a live projector's fetch waits for 64 KB of records before it returns fewer:
-    # each fetch that returns is a batch, a transaction and a WAL flush (runner.py says why 50).
+    # each fetch that returns to an idle projector is a batch and its transaction (runner.py says
+    # why 50).
     projector_fetch_wait_ms: int = 50
 
     @property
