@@ -209,7 +209,10 @@ class Projector:
             fetch_min_bytes=64 * 1024,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
+            # A member learns of a rebalance from its next heartbeat. Instances started together
+            # rarely join one generation: the first owned all 12 partitions for a 1 s interval.
+            # At 200 ms the rebuild figure read 22.3 K events/s against 14.3 K (6 runs each).
+            heartbeat_interval_ms=200,
         )
         self.consumer = consumer
         consumer.subscribe([settings.topic], listener=_Rebalance(self, consumer))
