@@ -24,6 +24,7 @@ from services.command.throttle import LoginLimits
 from shared.auth import issue_token
 from shared.ratelimit import RateLimits
 from shared.settings import REPO_ROOT, Settings
+from tests.infra import free_port
 from tests.integration.test_command_api import PASSWORD, Client, call, new_name
 
 pytestmark = pytest.mark.integration
@@ -113,12 +114,6 @@ async def test_oversize_headers_are_refused(settings: Settings) -> None:
 # ---------------------------------------------------------------- the process
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get(url: str, headers: dict[str, str] | None = None) -> int:
     request = urllib.request.Request(url, headers=headers or {})
     try:
@@ -129,7 +124,7 @@ def _get(url: str, headers: dict[str, str] | None = None) -> int:
 
 
 def test_process_logs_json_and_stops_cleanly_on_sigterm(settings: Settings, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,

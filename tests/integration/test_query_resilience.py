@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from typing import Any
 
@@ -21,18 +20,13 @@ from shared.auth import verify_token
 from shared.ratelimit import RateLimits
 from shared.revocations import REVOCATIONS
 from shared.settings import REPO_ROOT, Settings
+from tests.infra import free_port
 from tests.integration import test_query_api as api
 from tests.integration.test_query_api import PROBLEM, Seed, assert_problem
 
 pytestmark = pytest.mark.integration
 
 client, seed, query_settings = api.client, api.seed, api.query_settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_postgres_unreachable_is_503_not_500_nor_a_hang(query_settings: Settings) -> None:

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from shared.settings import REPO_ROOT, Settings
-from tests.integration.test_query_resilience import free_port
+from tests.infra import free_port
 
 pytestmark = pytest.mark.integration
 
