@@ -32,12 +32,12 @@ from bench.stack import (
     Infra,
     Process,
     baseline_server,
-    free_port,
     projector_instance,
     service,
     service_env,
 )
 from shared.db import SESSION_SETTINGS, migrate
+from shared.devstack import free_port
 
 FIGURES = ("fanout", "reads", "depth", "mixed", "posts", "visibility", "hybrid", "rebuild")
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -24,12 +24,12 @@ from bench.stack import (
     TOKEN_SECRET,
     Infra,
     Process,
-    free_port,
     projector_instance,
     service,
     service_env,
 )
 from shared.auth import issue_token
+from shared.devstack import free_port
 from shared.events import (
     FollowCreated,
     FollowData,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,12 +25,6 @@ BENCH_STATE = REPO_ROOT / "var" / "bench"
 KAFKA_PORT = 59092
 PG_PORT = 55432
 TOKEN_SECRET = "bench-only-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def with_database(url: str, name: str) -> str:

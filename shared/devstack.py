@@ -37,6 +37,26 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     return False
 
 
+_handed_out: set[int] = set()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now and that this process has not handed out before.
+
+    Two binds to port 0 in a row can get the same port from the kernel: a scenario that gave
+    its projector and its query service one port left the query service unable to bind, while
+    its readiness probe reached the projector's /readyz (tests/fault s6's reads then got the
+    projector's 404s). The tests and the bench start their services on such ports.
+    """
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+
+
 def wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,23 +61,3 @@ def infrastructure() -> Iterator[tuple[str, str]]:
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
-
-
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now and that this process has not handed out before.
-
-    Two binds to port 0 in a row can get the same port from the kernel: a scenario that gave
-    its projector and its query service one port left the query service unable to bind, while
-    its readiness probe reached the projector's /readyz (s6's reads then got the projector's
-    404s).
-    """
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port

@@ -15,8 +15,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from shared.devstack import free_port
 from shared.settings import REPO_ROOT, Settings
-from tests.infra import free_port
 
 
 class Service:

@@ -28,13 +28,12 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.db import migrate
-from shared.devstack import Kafka, Postgres, StackError
+from shared.devstack import Kafka, Postgres, StackError, free_port
 from shared.kafka import ensure_topics
 from shared.settings import REPO_ROOT, Settings
 from shared.settings import load as load_settings
 from tests.e2e.conftest import Service
 from tests.fault.harness import checksums_of, drop_database, table_rows, wait_caught_up
-from tests.infra import free_port
 
 STATE_DIR = Path(os.environ.get("MB_FAULT_STATE_DIR", REPO_ROOT / "var" / "test-fault"))
 SUMMARY_FILE = STATE_DIR / "summary.txt"

@@ -22,9 +22,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from services.command.app import create_app
 from services.command.throttle import LoginLimits
 from shared.auth import issue_token
+from shared.devstack import free_port
 from shared.ratelimit import RateLimits
 from shared.settings import REPO_ROOT, Settings
-from tests.infra import free_port
 from tests.integration.test_command_api import PASSWORD, Client, call, new_name
 
 pytestmark = pytest.mark.integration

@@ -17,10 +17,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from services.query.app import create_app
 from shared.auth import verify_token
+from shared.devstack import free_port
 from shared.ratelimit import RateLimits
 from shared.revocations import REVOCATIONS
 from shared.settings import REPO_ROOT, Settings
-from tests.infra import free_port
 from tests.integration import test_query_api as api
 from tests.integration.test_query_api import PROBLEM, Seed, assert_problem
 

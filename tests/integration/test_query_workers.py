@@ -11,8 +11,8 @@ import sys
 import aiohttp
 import pytest
 
+from shared.devstack import free_port
 from shared.settings import REPO_ROOT, Settings
-from tests.infra import free_port
 
 pytestmark = pytest.mark.integration
 

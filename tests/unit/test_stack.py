@@ -4,7 +4,7 @@ instance with a port of its own for health and metrics."""
 import msgspec
 import pytest
 
-from shared.devstack import StackError
+from shared.devstack import StackError, free_port
 from shared.settings import load
 from shared.stack import projector_count, services
 
@@ -40,3 +40,8 @@ def test_a_bad_projector_count_is_refused_by_name(
     monkeypatch.setenv("MB_PROJECTORS", raw)
     with pytest.raises(StackError, match="MB_PROJECTORS"):
         projector_count()
+
+
+def test_free_port_never_hands_out_a_port_twice() -> None:
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
