@@ -1,5 +1,6 @@
 """What `make up` starts: every service once, and the projector as many times as asked, each
-instance with a port of its own for health and metrics."""
+instance with a port of its own for health and metrics; and the free ports the tests and the
+bench start their services on, never one port for two of them."""
 
 import msgspec
 import pytest
